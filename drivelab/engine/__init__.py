@@ -1,0 +1,1 @@
+"""Data engine: embeddings, latent-space map, selection, pruning, label audit."""

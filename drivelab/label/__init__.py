@@ -1,0 +1,1 @@
+"""Label app: browse, paint and review masks in the browser."""

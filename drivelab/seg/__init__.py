@@ -1,0 +1,1 @@
+"""Semantic and instance segmentation: models, training, evaluation, prediction, export."""
