@@ -1,0 +1,115 @@
+"""Benchmark the vq codecs on the shared real commaVQ half segment (600 frames).
+
+    python benchmarks/vq_compress.py [--gpt-steps 600] [--skip-gpt]
+
+Rates use the challenge's formula: frames x 128 x 10/8 bytes / compressed bytes.
+Rows: lzma (challenge recipe), zpaq level 5 (single thread, transposed int16, as a peer),
+``context`` on all 600 frames and on frames 300-599, and ``gpt`` whose prior is trained only
+on frames 0-299 and scored on frames 300-599 (rate with and without its weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drivelab.vq import api
+from drivelab.vq.tokens import Segment, npy_bytes
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "commavq" / "segment_first_half.npy"
+
+
+def _seg(tokens: np.ndarray) -> Segment:
+    return Segment("bench.npy", tokens, npy_bytes(tokens))
+
+
+def _row(name: str, tokens: np.ndarray, codec: str, **opts) -> tuple:
+    seg = _seg(tokens)
+    t = time.perf_counter()
+    data = api.compress(seg, codec, **opts)
+    t1 = time.perf_counter()
+    back = api.decompress(data)
+    t2 = time.perf_counter()
+    assert back.raw == seg.raw, f"{name}: round trip is not bit-exact"
+    n = tokens.size
+    return name, n * 1.25 / len(data), n / (t1 - t), n / (t2 - t1), len(data)
+
+
+def _zpaq_row(name: str, tokens: np.ndarray) -> tuple:
+    import zpaq
+
+    raw = tokens.reshape(-1, 128).astype(np.int16).T.copy().tobytes()
+    t = time.perf_counter()
+    data = zpaq.compress(raw, 5, threads=1)
+    t1 = time.perf_counter()
+    assert zpaq.decompress(data) == raw
+    t2 = time.perf_counter()
+    n = tokens.size
+    return name, n * 1.25 / len(data), n / (t1 - t), n / (t2 - t1), len(data)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gpt-steps", type=int, default=600)
+    ap.add_argument("--skip-gpt", action="store_true")
+    args = ap.parse_args()
+    tokens = np.load(DATA)
+    second = tokens[300:]
+    # warm the numba cache so compile time is not counted as coding time
+    api.decompress(api.compress(_seg(tokens[:3]), "context"))
+    rows = [
+        _row("lzma (challenge recipe), 600 frames", tokens, "lzma"),
+        _zpaq_row("zpaq -5, 1 thread, 600 frames", tokens),
+        _row("context, 600 frames", tokens, "context"),
+        _row("lzma, frames 300-599", second, "lzma"),
+        _zpaq_row("zpaq -5, frames 300-599", second),
+        _row("context, frames 300-599", second, "context"),
+    ]
+    if not args.skip_gpt:
+        from drivelab.vq.gpt import GPTConfig
+        from drivelab.vq.train import save_checkpoint, train
+
+        flat = tokens.reshape(-1, 128)
+        cfg = GPTConfig(frames=3, n_layer=2, n_head=2, n_embd=64)
+        t = time.perf_counter()
+        model, bits = train([flat[:270]], [flat[268:300]], cfg, steps=args.gpt_steps, batch_size=8)
+        print(
+            f"gpt prior: {sum(p.numel() for p in model.parameters())} params, trained in "
+            f"{time.perf_counter() - t:.0f}s on frames 0-269, val (270-299) {bits:.3f} bits/token"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "prior.pt"
+            save_checkpoint(ckpt, model)
+            rows.append(
+                _row(
+                    "gpt (weights in archive), frames 300-599",
+                    second,
+                    "gpt",
+                    model_path=ckpt,
+                    context=2,
+                    embed=True,
+                )
+            )
+            rows.append(
+                _row(
+                    "gpt (weights not counted), frames 300-599",
+                    second,
+                    "gpt",
+                    model_path=ckpt,
+                    context=2,
+                    embed=False,
+                )
+            )
+    print()
+    print("| codec | rate | compress tok/s | decompress tok/s | bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rate, ct, dt, size in rows:
+        print(f"| {name} | {rate:.3f} | {ct:,.0f} | {dt:,.0f} | {size:,} |")
+
+
+if __name__ == "__main__":
+    main()

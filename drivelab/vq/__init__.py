@@ -1,0 +1,1 @@
+"""commaVQ world-model tokens: IO, lossless codecs (lzma, context mixing, GPT prior), GPT world model."""

@@ -1,0 +1,214 @@
+"""`drivelab vq ...`: read, compress, train and imagine commaVQ world-model tokens.
+
+Only typer is imported at module level; numpy/numba/torch load inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from drivelab.errors import DrivelabError
+
+app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
+
+CODEC_HELP = "Codec: lzma (challenge baseline), context (adaptive context mixing), gpt (GPT prior)."
+
+
+def _options(codec: str, model: Path | None, context: int, embed: bool) -> dict:
+    if codec != "gpt":
+        return {}
+    return {"model_path": model, "context": context, "embed": embed}
+
+
+@app.command()
+def compress(
+    src: Path = typer.Argument(..., help="A token segment (.npy), a folder of them, or a .tar shard."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (one segment) or folder (many)."),
+    codec: str = typer.Option("context", help=CODEC_HELP),
+    model: Path | None = typer.Option(None, help="gpt codec: checkpoint from `drivelab vq train`."),
+    context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
+    embed: bool = typer.Option(True, help="gpt codec: store the (fp16) weights in the file."),
+    shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of a folder (i/n), for clusters."),
+    workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
+) -> None:
+    """Losslessly compress token segments into drivelab .dlvq files."""
+    from rich.progress import track
+
+    from drivelab.io import write_bytes
+    from drivelab.vq import api
+    from drivelab.vq.submission import compress_many, parse_shard
+    from drivelab.vq.tokens import SUFFIX, iter_segments, read_segment
+
+    opts = _options(codec, model, context, embed)
+    if src.is_file() and src.suffix == SUFFIX:
+        seg = read_segment(src)
+        data = api.compress(seg, codec, **opts)
+        write_bytes(out, data)
+        rate = seg.tokens.size * 1.25 / len(data)
+        typer.echo(f"{src} -> {out}: {len(seg.raw)} -> {len(data)} bytes, rate {rate:.3f}")
+        return
+    i, n = parse_shard(shard)
+    segs = [s for k, s in enumerate(iter_segments(src)) if k % n == i]
+    total = 0
+    for name, data in track(
+        compress_many(segs, codec, workers, opts), total=len(segs), description="compress"
+    ):
+        write_bytes(out / f"{name}.dlvq", data)
+        total += len(data)
+    total_tok = sum(s.tokens.size for s in segs)
+    typer.echo(f"{len(segs)} segments -> {out}: {total} bytes, rate {total_tok * 1.25 / max(total, 1):.3f}")
+
+
+@app.command()
+def decompress(
+    src: Path = typer.Argument(..., help="A .dlvq file or a folder of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the restored .npy segments."),
+) -> None:
+    """Restore the original .npy segments byte for byte (the checksum is verified)."""
+    from rich.progress import track
+
+    from drivelab.vq import api
+    from drivelab.vq.tokens import write_segment
+
+    if src.is_dir():
+        files = sorted(src.rglob("*.dlvq"))
+        if not files:
+            raise DrivelabError("no .dlvq files in this folder", src)
+    elif src.is_file():
+        files = [src]
+    else:
+        raise DrivelabError("not found", src)
+    for f in track(files, description="decompress"):
+        seg = api.decompress(f.read_bytes(), f)
+        write_segment(out / seg.name, seg)
+    typer.echo(f"restored {len(files)} segment(s) into {out}")
+
+
+@app.command()
+def info(src: Path = typer.Argument(..., help="A .dlvq file.")) -> None:
+    """Print a compressed file's header."""
+    from drivelab.vq import api
+
+    if not src.is_file():
+        raise DrivelabError("file not found", src)
+    typer.echo(api.describe(src.read_bytes(), src))
+
+
+@app.command()
+def submission(
+    tokens_dir: Path = typer.Argument(..., help="Folder (or .tar shard) of token segments to compress."),
+    out: Path = typer.Option(Path("submission.zip"), "--out", "-o", help="The zip to write."),
+    codec: str = typer.Option("context", help=CODEC_HELP),
+    model: Path | None = typer.Option(None, help="gpt codec: checkpoint from `drivelab vq train`."),
+    context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
+    workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
+) -> None:
+    """Write the zip comma's compression-challenge evaluator expects (data + decompress.py)."""
+    from rich.progress import track
+
+    from drivelab.vq.submission import compress_many, write_submission
+    from drivelab.vq.tokens import iter_segments
+
+    segs = list(iter_segments(tokens_dir))
+    items = track(
+        compress_many(segs, codec, workers, _options(codec, model, context, True)),
+        total=len(segs),
+        description="compress",
+    )
+    size = write_submission(out, items)
+    tokens = sum(s.tokens.size for s in segs)
+    typer.echo(f"{out}: {len(segs)} segments, {size} bytes, rate {tokens * 1.25 / size:.3f}")
+
+
+@app.command()
+def evaluate(
+    zip_path: Path = typer.Argument(..., help="submission.zip"),
+    tokens_dir: Path = typer.Argument(..., help="The original token segments."),
+    workers: int = typer.Option(1, help="Processes for decompress.py."),
+) -> None:
+    """Reproduce comma's evaluation: restore, compare exactly, print the rate."""
+    from drivelab.vq.submission import evaluate as run
+
+    r = run(zip_path, tokens_dir, workers)
+    typer.echo(f"{r['segments']} segments restored exactly; {r['zip_bytes']} bytes; rate {r['rate']:.4f}")
+
+
+@app.command()
+def train(
+    tokens_dir: Path = typer.Argument(..., help="Token segments (.npy file, folder, or .tar shard)."),
+    out: Path = typer.Option(Path("vq_gpt.pt"), "--out", "-o", help="Checkpoint to write."),
+    frames: int = typer.Option(3, help="Frames per training window (context + 1)."),
+    layers: int = typer.Option(2, help="Transformer layers."),
+    heads: int = typer.Option(2, help="Attention heads."),
+    width: int = typer.Option(64, help="Embedding width."),
+    steps: int = typer.Option(500, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, help="Windows per step."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (cosine decay)."),
+    val_frac: float = typer.Option(0.1, help="Fraction of frames (at the end) held out for validation."),
+    train_frames: str = typer.Option(
+        "", help="Use only frames a:b of every segment for training (e.g. 0:300)."
+    ),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train the token GPT (causal over each frame's 128 tokens) and report validation bits/token."""
+    import torch
+    from tqdm import tqdm
+
+    from drivelab.vq.gpt import GPTConfig
+    from drivelab.vq.tokens import iter_segments
+    from drivelab.vq.train import save_checkpoint
+    from drivelab.vq.train import train as run
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    segs = [s.flat for s in iter_segments(tokens_dir)]
+    if train_frames:
+        a, b = (int(v) if v else None for v in train_frames.split(":"))
+        segs = [s[a:b] for s in segs]
+    tr, va = [], []
+    for s in segs:
+        cut = max(frames, int(len(s) * (1 - val_frac)))
+        tr.append(s[:cut])
+        va.append(s[max(0, cut - frames + 1) :])
+    if all(len(s) < frames for s in tr):
+        raise DrivelabError(f"segments are shorter than --frames {frames}", tokens_dir)
+    cfg = GPTConfig(frames=frames, n_layer=layers, n_head=heads, n_embd=width)
+    bar = tqdm(total=steps, desc="train")
+
+    def log(step: int, bits: float) -> None:
+        bar.update(1)
+        bar.set_postfix(bits=f"{bits:.3f}")
+
+    model, bits = run(tr, va, cfg, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
+    bar.close()
+    save_checkpoint(out, model, {"val_bits_per_token": bits})
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"{out}: {n} parameters, validation {bits:.3f} bits/token")
+
+
+@app.command()
+def imagine(
+    segment: Path = typer.Argument(..., help="Token segment to continue (.npy)."),
+    model: Path = typer.Option(..., help="Checkpoint from `drivelab vq train`."),
+    frames: int = typer.Option(10, "--frames", "-k", help="Future frames to roll out."),
+    out: Path = typer.Option(
+        Path("imagined.npy"), "--out", "-o", help="Where to write (K, 8, 16) int16 tokens."
+    ),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Roll out K future frames of tokens with the world model."""
+    from drivelab.io import write_bytes
+    from drivelab.vq.tokens import npy_bytes, read_segment
+    from drivelab.vq.train import imagine as run
+    from drivelab.vq.train import load_checkpoint
+
+    if not model.is_file():
+        raise DrivelabError("checkpoint not found", model)
+    if frames < 1:
+        raise DrivelabError("--frames must be at least 1")
+    seg = read_segment(segment)
+    future = run(load_checkpoint(model), seg.flat, frames, temperature, seed)
+    write_bytes(out, npy_bytes(future.reshape(-1, 8, 16)))
+    typer.echo(f"{out}: {frames} imagined frames")
