@@ -20,7 +20,13 @@ class FolderReader(Reader):
             raise DrivelabError("folder not found", self.root)
         self.schema = schema or schemas.comma10k()
         pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in self.root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+        # Hidden folders (.drivelab/ holds the label app's history and store) are not data.
+        files = sorted(
+            p
+            for p in self.root.glob(pattern)
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        )
         if not files:
             raise DrivelabError("no images found", self.root)
         self.items = [Item(str(p.relative_to(self.root)), p, None, split="pool") for p in files]

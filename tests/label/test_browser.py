@@ -1,0 +1,126 @@
+"""The label app in a real browser: headless Chromium paints, fills, draws a polygon, saves; the PNG
+on disk must hold exactly the pixels the Python twin of the paint tools predicts."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from drivelab.data import open_dataset
+from drivelab.io import read_rgb
+from drivelab.label import raster
+from drivelab.label.app import create_app
+from drivelab.label.cli import free_port
+from drivelab.schema import comma10k
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def served(comma_set):
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(comma_set, user="tester"), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield comma_set, f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        # A device scale factor that is not 1 checks that painting does not depend on it.
+        pg = browser.new_page(viewport={"width": 1100, "height": 700}, device_scale_factor=1.5)
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        browser.close()
+        assert not errors, errors
+
+
+def test_paint_fill_polygon_save_pixel_exact(served, page):
+    root, url = served
+    reader = open_dataset(root)
+    item = reader.items[0]
+    mask = reader.load_mask(item)
+    h, w = mask.shape
+
+    page.goto(url)
+    page.wait_for_selector(".card")
+    page.click(".card >> nth=0")
+    page.wait_for_function("window.labelApp.E.mask !== null && window.labelApp.E.w > 0")
+
+    def at(x, y):  # client position of the centre of image pixel (x, y)
+        p = page.evaluate(f"window.labelApp.imageToClient({x} + 0.5, {y} + 0.5)")
+        return p["x"], p["y"]
+
+    # 1. a brush stroke, class 2 ("lane markings" is key 2 -> id 1), size 5
+    page.keyboard.press("d")
+    page.keyboard.press("2")
+    page.evaluate("window.labelApp.setSize(5)")
+    page.mouse.move(*at(4, 6))
+    page.mouse.down()
+    page.mouse.move(*at(w - 10, 6), steps=12)
+    page.mouse.up()
+    raster.stroke(mask, [(4, 6), (w - 10, 6)], 5, 1)
+
+    # 2. a stroke that is undone, so it must not reach the file
+    page.mouse.move(*at(3, h - 3))
+    page.mouse.down()
+    page.mouse.move(*at(20, h - 3), steps=4)
+    page.mouse.up()
+    page.keyboard.press("Control+z")
+
+    # 3. flood fill with "my car" (key 5 -> id 4) at the bottom-left corner's region
+    page.keyboard.press("f")
+    page.keyboard.press("5")
+    page.mouse.click(*at(1, h - 2))
+    before = mask.copy()
+    raster.flood_fill(mask, 1, h - 2, 4)
+    assert (mask != before).sum() > 0
+
+    # 4. a polygon with "movable" (key 4 -> id 3): three clicks, one vertex dragged, enter
+    page.keyboard.press("g")
+    page.keyboard.press("4")
+    for x, y in ((10, 15), (30, 15), (20, 30)):
+        page.mouse.click(*at(x, y))
+    page.mouse.move(*at(30, 15))
+    page.mouse.down()
+    page.mouse.move(*at(40, 20), steps=5)
+    page.mouse.up()
+    page.keyboard.press("Enter")
+    raster.polygon(mask, [(10.5, 15.5), (40.5, 20.5), (20.5, 30.5)], 3)
+
+    page.keyboard.press("Control+s")
+    page.wait_for_function("window.labelApp.E.version === 1 && !window.labelApp.E.dirty")
+
+    saved, bad = comma10k().encode_colors(read_rgb(item.label_path))
+    assert not bad.any(), "a saved pixel is not exactly a palette colour"
+    diff = np.argwhere(saved != mask)
+    assert len(diff) == 0, f"{len(diff)} pixels differ, first (y, x) {diff[:5].tolist()}"
+
+    # The app's validator agrees (when the data pillar's validate exists).
+    try:
+        from drivelab.data.validate import validate_dataset
+    except ImportError:
+        return
+    report = validate_dataset(root)
+    assert not getattr(report, "errors", None), report
