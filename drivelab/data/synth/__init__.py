@@ -8,7 +8,6 @@ appending.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +163,8 @@ class Bdd100kWriter(_SceneWriter):
 
         split = _split(i)
         stem = f"{self.seed:08x}-{i:08x}"  # BDD names look like 0a0a0b1a-7c39d841
-        write_image(self.out / "images" / "10k" / split / f"{stem}.jpg", Image.fromarray(scene.image), quality=92)
+        image = Image.fromarray(scene.image)
+        write_image(self.out / "images" / "10k" / split / f"{stem}.jpg", image, quality=92)
         train_ids = self.lut[scene.label_ids]  # the ego hood has no BDD class: 255
         sem = self.out / "labels" / "sem_seg"
         write_png(sem / "masks" / split / f"{stem}.png", train_ids)
@@ -192,8 +192,9 @@ class CocoToteWriter:
         write_image(self.out / "images" / name, Image.fromarray(tote.image), quality=92)
         h, w = self.size
         anns = [
-            {"category_id": 1, "segmentation": [poly] if poly else _rle(tote.instance_ids == k), "area": int(a),
-             "bbox": _bbox(tote.instance_ids == k), "iscrowd": 0, "attributes": {"kind": kind}}
+            {"category_id": 1, "segmentation": [poly] if poly else _rle(tote.instance_ids == k),
+             "area": int(a), "bbox": _bbox(tote.instance_ids == k), "iscrowd": 0,
+             "attributes": {"kind": kind}}
             for k, (kind, poly) in enumerate(zip(tote.kinds, tote.polygons, strict=True), start=1)
             if (a := (tote.instance_ids == k).sum())
         ]

@@ -190,7 +190,8 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], opts: SceneOpt
             ch = cw * (0.95 if truck else rng.uniform(0.55, 0.75))
             cx = c + rng.uniform(-0.75, 0.75) * hw
             body = (np.abs(xx - cx) <= cw / 2) & (yy <= yb) & (yy >= yb - ch * 0.6)
-            cabin = (np.abs(xx - cx) <= cw * (0.5 if truck else 0.36)) & (yy < yb - ch * 0.55) & (yy >= yb - ch)
+            cabin_w = cw * (0.5 if truck else 0.36)
+            cabin = (np.abs(xx - cx) <= cabin_w) & (yy < yb - ch * 0.55) & (yy >= yb - ch)
             shape = body | cabin
             gray = rng.random() < 0.4
             color = _color(rng, (rng.uniform(60, 170),) * 3 if gray else rng.uniform(30, 230, 3), 15)
@@ -199,7 +200,8 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], opts: SceneOpt
             p.color[glass] = _color(rng, (45, 55, 65), 10)
             wheels = (yy > yb - ch * 0.12) & (np.abs(np.abs(xx - cx) - cw * 0.33) < cw * 0.1) & body
             p.color[wheels] = (20, 20, 20)
-            tail_lights |= body & (yy > yb - ch * 0.45) & (yy < yb - ch * 0.35) & (np.abs(xx - cx) > cw * 0.38)
+            lamp_row = (yy > yb - ch * 0.45) & (yy < yb - ch * 0.35)
+            tail_lights |= body & lamp_row & (np.abs(xx - cx) > cw * 0.38)
         else:
             ph = to * h * rng.uniform(0.55, 0.8)
             side = rng.choice([-1, 1])
@@ -219,7 +221,8 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], opts: SceneOpt
         p.color[hood] += (yy[hood] - top)[:, None] * -0.4 + 20
 
     image = _render(rng, p, night, tail_lights)
-    return Scene(image=image, label_ids=p.labels, lanes=lanes, instance_ids=np.where(p.inst > 0, p.inst, p.labels))
+    instance_ids = np.where(p.inst > 0, p.inst, p.labels)
+    return Scene(image=image, label_ids=p.labels, lanes=lanes, instance_ids=instance_ids)
 
 
 def _render(rng: np.random.Generator, p: _Painter, night: bool, tail_lights: np.ndarray) -> np.ndarray:

@@ -45,7 +45,8 @@ def _blob(rng: np.random.Generator, cx: float, cy: float, r: float) -> np.ndarra
     for k in (2, 3, 5):
         radius += rng.uniform(-0.18, 0.18) * np.cos(k * a + rng.uniform(0, 2 * np.pi))
     sx, sy = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
-    return np.stack([cx + r * sx * radius * np.cos(a), cy + r * sy * radius * np.sin(a)], 1).astype(np.float32)
+    outline = np.stack([cx + r * sx * radius * np.cos(a), cy + r * sy * radius * np.sin(a)], 1)
+    return outline.astype(np.float32)
 
 
 def _fill(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
@@ -108,7 +109,8 @@ def render_tote(rng: np.random.Generator, size: tuple[int, int], opts: ToteOptio
             if kind == "box":
                 color = np.clip(np.array([165, 125, 80]) + rng.normal(0, 18, 3), 0, 255)
             elif kind == "bag":
-                color = tote_color * rng.uniform(0.9, 1.6) if rng.random() < 0.25 else rng.uniform(120, 250, 3)
+                like_tote = rng.random() < 0.25  # a bag the colour of the tote: hard to see
+                color = tote_color * rng.uniform(0.9, 1.6) if like_tote else rng.uniform(120, 250, 3)
             else:
                 color = rng.uniform(30, 230, 3)
         img[shape] = color
@@ -126,7 +128,8 @@ def render_tote(rng: np.random.Generator, size: tuple[int, int], opts: ToteOptio
         last = (cx, cy, bw, bh, angle, np.asarray(color, np.float32))
 
     img[highlights] = img[highlights] * 0.4 + 255 * 0.6
-    shading = cv2.resize(rng.standard_normal((4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    coarse = rng.standard_normal((4, 4)).astype(np.float32)
+    shading = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     img *= (1 + 0.08 * shading)[..., None] * rng.uniform(0.8, 1.15)
     img += rng.normal(0, 4, (h, w, 3))
     image = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), rng.uniform(0.4, 0.9))
