@@ -150,3 +150,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
         synth_dataset("comma10k", tmp_path / "x", size=(8, 8))
     with pytest.raises(DrivelabError, match="unknown scene option"):
         synth_dataset("comma10k", tmp_path / "x", n=1, size=SIZE, trucks=3)
+
+
+def test_synth_json_describes_every_sample(tmp_path: Path) -> None:
+    root = synth_dataset("comma10k", tmp_path / "c", n=10, size=SIZE, seed=0, night=0.5)
+    meta = json.loads((root / "synth.json").read_text())
+    reader = open_dataset(root)
+    assert set(meta["samples"]) == {it.name for it in reader.items}
+    night = {n for n, a in meta["samples"].items() if a["night"]}
+    assert 0 < len(night) < 10
+    brightness = {s.name: s.image.mean() for s in reader}
+    assert max(brightness[n] for n in night) < min(b for n, b in brightness.items() if n not in night)
+    for s in reader:  # "movable" pixels exist exactly when cars or people were drawn
+        a = meta["samples"][s.name]
+        assert ((s.mask == 3).any()) == (a["cars"] + a["people"] > 0)

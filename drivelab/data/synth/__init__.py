@@ -3,7 +3,8 @@
 ``synth_dataset(format, out, n, size, seed)`` writes ``n`` procedural samples exactly as the
 real dataset lays them out, so ``open_dataset(out)`` reads them with the same reader as the
 real thing. Sample ``i`` depends only on ``(seed, i)``: sets are reproducible and grow by
-appending.
+appending. ``synth.json`` beside the data records the generator settings and what each sample
+shows (night or day, object counts), ground truth for data-engine experiments.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def synth_dataset(
             results = track(results, total=n, description=f"synth {format}")
         records = list(results)
     writer.finish(records)
+    write_json(out / "synth.json", {"format": format, "seed": seed, "size": list(size), "options": options,
+                                    "samples": {r["name"]: r["attributes"] for r in records}})
     return out
 
 
@@ -80,10 +83,12 @@ class _SceneWriter:
         except TypeError as e:
             raise DrivelabError(f"unknown scene option ({e})") from None
 
-    def write(self, i: int) -> Any:
-        return self.save(i, render_scene(_rng(self.seed, i), self.size, self.opts))
+    def write(self, i: int) -> dict:
+        scene = render_scene(_rng(self.seed, i), self.size, self.opts)
+        return {"i": i, "name": self.save(i, scene), "attributes": scene.attributes}
 
-    def save(self, i: int, scene: Scene) -> Any:
+    def save(self, i: int, scene: Scene) -> str:
+        """Write one sample; returns its name as the format's reader reports it."""
         raise NotImplementedError
 
     def finish(self, records: list[Any]) -> None:
@@ -99,12 +104,12 @@ class Comma10kWriter(_SceneWriter):
         name = f"{i:04d}_synth{self.seed:04d}_{i:05d}.png"  # like 0000_0085e9e41513078a_..._864.png
         write_png(self.out / "imgs" / name, scene.image)
         write_png(self.out / "masks" / name, self.schema.colorize(comma10k_train_ids(scene)))
-        return f"masks/{name}"
+        return name
 
-    def finish(self, records: list[str]) -> None:
+    def finish(self, records: list[dict]) -> None:
         path = self.out / "files_trainable"
         old = set(path.read_text().split()) if path.exists() else set()
-        write_text(path, "".join(f"{r}\n" for r in sorted(old | set(records))))
+        write_text(path, "".join(f"{r}\n" for r in sorted(old | {f"masks/{r['name']}" for r in records})))
 
 
 def comma10k_train_ids(scene: Scene) -> np.ndarray:
@@ -126,7 +131,7 @@ class CityscapesWriter(_SceneWriter):
 
     schema = schemas.cityscapes("30")
 
-    def save(self, i: int, scene: Scene) -> None:
+    def save(self, i: int, scene: Scene) -> str:
         split = _split(i)
         cities = CITIES[split]
         city = cities[i % len(cities)]
@@ -142,6 +147,7 @@ class CityscapesWriter(_SceneWriter):
         from drivelab.io import write_image
 
         write_image(gt / f"{stem}_gtFine_color.png", Image.fromarray(rgba, "RGBA"))
+        return f"{city}/{stem}"
 
 
 CITYSCAPES_COLORS = np.zeros((256, 3), np.uint8)
@@ -156,7 +162,7 @@ class Bdd100kWriter(_SceneWriter):
     schema = schemas.bdd100k()
     lut = np.asarray(schemas.cityscapes("19").label_lut, np.uint8)
 
-    def save(self, i: int, scene: Scene) -> None:
+    def save(self, i: int, scene: Scene) -> str:
         from PIL import Image
 
         from drivelab.io import write_image
@@ -169,6 +175,7 @@ class Bdd100kWriter(_SceneWriter):
         sem = self.out / "labels" / "sem_seg"
         write_png(sem / "masks" / split / f"{stem}.png", train_ids)
         write_png(sem / "colormaps" / split / f"{stem}.png", train_ids, palette=self.schema.palette_256())
+        return f"{stem}.jpg"
 
 
 class CocoToteWriter:
@@ -198,7 +205,9 @@ class CocoToteWriter:
             for k, (kind, poly) in enumerate(zip(tote.kinds, tote.polygons, strict=True), start=1)
             if (a := (tote.instance_ids == k).sum())
         ]
-        return {"i": i, "image": {"file_name": name, "height": h, "width": w}, "annotations": anns}
+        image = {"file_name": name, "height": h, "width": w}
+        attributes = {"objects": len(anns), "kinds": tote.kinds}
+        return {"i": i, "name": name, "image": image, "annotations": anns, "attributes": attributes}
 
     def finish(self, records: list[dict]) -> None:
         for split in ("train", "val"):

@@ -28,6 +28,7 @@ class Scene:
     label_ids: np.ndarray  # (H, W) uint8 Cityscapes labelIds
     lanes: np.ndarray  # (H, W) bool, lane paint on the road
     instance_ids: np.ndarray  # (H, W) int32, Cityscapes style: labelId * 1000 + k for objects, else labelId
+    attributes: dict  # what was drawn (night, object counts): ground truth for data-engine studies
 
 
 @dataclass
@@ -222,7 +223,9 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], opts: SceneOpt
 
     image = _render(rng, p, night, tail_lights)
     instance_ids = np.where(p.inst > 0, p.inst, p.labels)
-    return Scene(image=image, label_ids=p.labels, lanes=lanes, instance_ids=instance_ids)
+    kinds = [k for k, _ in objects]
+    attributes = {"night": bool(night), "cars": kinds.count("car"), "people": kinds.count("person")}
+    return Scene(image, p.labels, lanes, instance_ids, attributes)
 
 
 def _render(rng: np.random.Generator, p: _Painter, night: bool, tail_lights: np.ndarray) -> np.ndarray:
