@@ -9,6 +9,15 @@ online logistic mixers (weight sets selected by tree node, by position, and by w
 prefix so far still agrees with the previous frame's token), a second mixer combines them,
 and an APM/SSE stage refines the result (paq8 style).
 
+Hashed contexts only help when a token value recurs exactly; 63% of tokens change from the
+previous frame and rarely into anything seen nearby. What predicts a changed token is the
+codebook's similarity structure, learnt online from *count vectors over all 1024 tokens*:
+T[a, b] counts how often a became b (or b became a) at one position between frames, and
+(T @ T)[a] spreads that over codes two flicker steps away. Each vector enters every tree
+node as the Krichevsky-Trofimov estimate from its subtree counts (per-group sums keep this
+at 32 numbers per row per nibble); the T @ T row is summed on the fly from T's nonzero
+entries, so it is exact without a 1024 x 1024 update per token.
+
 Why nibbles instead of bits: the decoder must interleave model and arithmetic decoder. One
 decoder call per nibble (a 32-way categorical built from the 31 node probabilities) keeps
 the Python<->numba<->constriction crossings to two per token, which is what makes decoding
@@ -27,19 +36,33 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-VERSION = 1
+VERSION = 2
 ROWS, COLS = 8, 16
 TOKENS_PER_FRAME = ROWS * COLS
 NONE = 1024  # "no token here" (outside the frame, or before the first frame)
 
-N_CTX = 20  # hashed contexts
+N_CTX = 13  # hashed contexts
 N_DIRECT = 2  # directly indexed counters (position x match state, change pattern x match state)
-N_IN = N_CTX + N_DIRECT + 1  # + bias
+N_DENSE = 4  # count vectors over all 1024 tokens, fed to the tree as subtree counts
+O_DENSE_IN = N_CTX + N_DIRECT
+N_IN = N_CTX + N_DIRECT + N_DENSE + 1  # + bias
+V = 1024
+G = 32  # a token's high nibble selects one of 32 groups of 32 tokens
+# count tables (int32, row-major) and their per-group sums (so a nibble-0 prediction reads 32
+# numbers per row instead of 1024): T[a, b] counts how often token a became b or b became a at
+# one position from one frame to the next (symmetric); P[pos, b] counts tokens per position
+D_T = 0
+D_GT = D_T + V * V
+D_P = D_GT + V * G
+D_GP = D_P + TOKENS_PER_FRAME * V
+DENSE_SIZE = D_GP + TOKENS_PER_FRAME * G
+MAX_ROWS = 8 + V  # rows summed into the count vectors of one token (T2 needs up to 1024)
 # counters per context table: 2M x 2 bytes, zero-initialised so untouched pages cost nothing
 # (22 bits compresses about 0.5% better but decodes 40% slower: more cache misses)
 TABLE_BITS = 21
-N_MIX = 3  # first-layer mixers
-MIX_SETS = (64, 256, 480)  # weight sets per first-layer mixer: node, position, match x change
+N_MIX = 4  # first-layer mixers
+# weight sets per first-layer mixer: node, position, match x change, dense-count confidence
+MIX_SETS = (64, 256, 480, 2 * 5 * 8 * 8)
 N_MIX2 = 64  # second-layer weight sets (node)
 APM_CTX = 2 * 3 * 16 * 5  # nibble x match state x change pattern x depth
 N_MO = N_MIX + 1 + 5 + N_MIX + N_DIRECT  # per-node scratch: mixer outputs + bookkeeping
@@ -90,10 +113,10 @@ RATE = np.array([int(65536 / (n + 1.5)) for n in range(256)], dtype=np.int64)
 PARAMS = np.array(
     [
         15,  # 0: counter count limit, at most 15 (higher = slower, more stationary)
-        16,  # 1: first-layer mixer learning rate
-        4,  # 2: second-layer mixer learning rate
+        24,  # 1: first-layer mixer learning rate
+        2,  # 2: second-layer mixer learning rate
         7,  # 3: APM rate shift
-        60,  # 4: position/match counter limit
+        120,  # 4: position/match counter limit
     ],
     dtype=np.int64,
 )
@@ -111,6 +134,8 @@ def _layout() -> dict[str, tuple[int, int]]:
         ("st", 32 * N_IN),
         ("mo", 32 * N_MO),
         ("pnode", 32),
+        ("dt", N_DENSE * 64),
+        ("rows", MAX_ROWS * 4),
         ("bases", N_CTX),
         ("misc", 4),
     ]
@@ -126,11 +151,12 @@ LAYOUT = _layout()
 O_MW, O_MW2, O_APM = LAYOUT["mw"][0], LAYOUT["mw2"][0], LAYOUT["apm"][0]
 O_DC, O_DN, O_ST, O_MO = LAYOUT["dc"][0], LAYOUT["dn"][0], LAYOUT["st"][0], LAYOUT["mo"][0]
 O_PN, O_BASES, O_MISC = LAYOUT["pnode"][0], LAYOUT["bases"][0], LAYOUT["misc"][0]
+O_DT, O_ROWS = LAYOUT["dt"][0], LAYOUT["rows"][0]
 MEM_SIZE = LAYOUT["total"][0]
 
 
-def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fresh model state ``(tab, cnt, mem, ctx)``. Encoder and decoder must start from the same one."""
+def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, ...]:
+    """Fresh model state ``(tab, cnt, mem, ctx, dense)``; encoder and decoder start from the same one."""
     size = 1 << table_bits
     # a counter is 16 bits: 12-bit probability (stored xor 0x800 so that 0 means p = 1/2) and
     # a 4-bit count; np.zeros maps lazily, so a short input touches only the pages it uses
@@ -140,14 +166,15 @@ def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, np.ndarray, np.
     cnt = np.zeros((N_CTX, size >> 5), dtype=np.uint8)
     mem = np.zeros(MEM_SIZE, dtype=np.int64)
     mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
-    mw[:, : N_CTX + N_DIRECT] = (1 << 16) // 8  # start near a soft average of the counters
+    mw[:, : N_IN - 1] = (1 << 16) // 8  # start near a soft average of the counters
     mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX] = (1 << 16) // N_MIX
     apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
     for j in range(33):
         apm[:, j] = SQUASH[min(4095, max(0, (j - 16) * 128 + 2048))] * 16
     mem[O_DC : O_DC + sum(DIRECT_SIZE)] = 32768
     ctx = np.zeros(N_CTX + 1, dtype=np.uint64)
-    return tab, cnt, mem, ctx
+    dense = np.zeros(DENSE_SIZE, dtype=np.int32)
+    return tab, cnt, mem, ctx, dense
 
 
 @njit(cache=True, inline="always")
@@ -179,17 +206,12 @@ def _contexts(x: np.ndarray, i: int, ctx: np.ndarray) -> None:
     c = p % COLS
     p1 = _tok(x, t - 1, r, c)
     p2 = _tok(x, t - 2, r, c)
-    p3 = _tok(x, t - 3, r, c)
     lf = _tok(x, t, r, c - 1)
     up = _tok(x, t, r - 1, c)
-    ul = _tok(x, t, r - 1, c - 1)
     ur = _tok(x, t, r - 1, c + 1)
     pl = _tok(x, t - 1, r, c - 1)
-    pr = _tok(x, t - 1, r, c + 1)
     pu = _tok(x, t - 1, r - 1, c)
-    pd = _tok(x, t - 1, r + 1, c)
     pur = _tok(x, t - 1, r - 1, c + 1)
-    l2 = _tok(x, t, r, c - 2)
     chg = (
         (1 if (lf == pl and lf != NONE) else 0)
         + (2 if (up == pu and up != NONE) else 0)
@@ -205,16 +227,9 @@ def _contexts(x: np.ndarray, i: int, ctx: np.ndarray) -> None:
         (5, p1, lf, 0),
         (6, p1, up, 0),
         (7, lf, up, 0),
-        (8, p1, pl, pr),
-        (9, p1, pu, pd),
-        (10, p1, p2, p3),
         (11, lf, pl, p1),
         (12, up, pu, p1),
-        (13, lf, up, ul * 1025 + ur),
         (14, p1, r, 0),
-        (15, lf, l2, 0),
-        (16, pl * 1025 + pr, pu * 1025 + pd, p1),
-        (17, p1 * 1025 + p2, lf * 1025 + up, 0),
         (18, p1, chg, 0),
         (19, chg, p, 0),
     )
@@ -224,6 +239,101 @@ def _contexts(x: np.ndarray, i: int, ctx: np.ndarray) -> None:
         h = _mix(h, np.uint64(v[2] + 13))
         ctx[k] = _mix(h, np.uint64(v[3] + 17))
     ctx[N_CTX] = np.uint64(chg)
+
+
+@njit(cache=True)
+def _dense_update(x: np.ndarray, j: int, dense: np.ndarray) -> None:
+    """Learn from the completed token ``j``: its change from the previous frame, its position."""
+    t = j // TOKENS_PER_FRAME
+    p = j % TOKENS_PER_FRAME
+    b = int(x[j])
+    a = _tok(x, t - 1, p // COLS, p % COLS)
+    if a != NONE and a != b:
+        dense[D_T + a * V + b] += 1
+        dense[D_T + b * V + a] += 1
+        dense[D_GT + a * G + (b >> 5)] += 1
+        dense[D_GT + b * G + (a >> 5)] += 1
+    dense[D_P + p * V + b] += 1
+    dense[D_GP + p * G + (b >> 5)] += 1
+
+
+@njit(cache=True, inline="always")
+def _add_row(rows: np.ndarray, n: int, k: int, off: int, goff: int, w: int) -> int:
+    rows[n, 0] = k
+    rows[n, 1] = off
+    rows[n, 2] = goff
+    rows[n, 3] = w
+    return n + 1
+
+
+@njit(cache=True)
+def _dense_rows(x: np.ndarray, i: int, dense: np.ndarray, mem: np.ndarray) -> None:
+    """List the weighted table rows whose sum is each count vector of token ``i``.
+
+    0: T[p1], what the previous token at this position flickers with;
+    1: T rows of the previous frame's 4 neighbours and of this position two frames back;
+    2: P[pos];
+    3: (T @ T)[p1] without its diagonal: tokens two flicker steps away from p1. Two codes that
+       flicker with the same third code are probably similar, which fills in the sparse T
+       (worth ~0.5 bits per changed token). Computed exactly from T's nonzero entries.
+    """
+    rows = mem[O_ROWS : O_ROWS + MAX_ROWS * 4].reshape(MAX_ROWS, 4)
+    t = i // TOKENS_PER_FRAME
+    p = i % TOKENS_PER_FRAME
+    r = p // COLS
+    c = p % COLS
+    p1 = _tok(x, t - 1, r, c)
+    n = 0
+    diag = 0
+    if p1 != NONE:
+        n = _add_row(rows, n, 0, D_T + p1 * V, D_GT + p1 * G, 1)
+    for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0), (0, 0)):
+        q = _tok(x, t - 2, r, c) if (dr == 0 and dc == 0) else _tok(x, t - 1, r + dr, c + dc)
+        if q != NONE:
+            n = _add_row(rows, n, 1, D_T + q * V, D_GT + q * G, 1)
+    n = _add_row(rows, n, 2, D_P + p * V, D_GP + p * G, 1)
+    if p1 != NONE:
+        o = D_T + p1 * V
+        for v in range(V):
+            w = int(dense[o + v])
+            if w != 0:
+                n = _add_row(rows, n, 3, D_T + v * V, D_GT + v * G, w)
+                diag += w * w  # (T @ T)[p1, p1] = sum_v T[p1, v]^2 since T is symmetric
+    mem[O_MISC] = n
+    mem[O_MISC + 1] = p1
+    mem[O_MISC + 2] = diag
+
+
+@njit(cache=True)
+def _dense_tree(mem: np.ndarray, dense: np.ndarray, nib: int, prefix: int) -> None:
+    """Subtree sums of every count vector over the 31-node tree of nibble ``nib`` (leaves 32..63)."""
+    rows = mem[O_ROWS : O_ROWS + MAX_ROWS * 4].reshape(MAX_ROWS, 4)
+    dt = mem[O_DT : O_DT + N_DENSE * 64].reshape(N_DENSE, 64)
+    dt[:, :] = 0
+    for j in range(mem[O_MISC]):
+        k = rows[j, 0]
+        w = rows[j, 3]
+        o = rows[j, 2] if nib == 0 else rows[j, 1] + prefix * G
+        for g in range(G):
+            dt[k, 32 + g] += w * dense[o + g]
+    p1 = mem[O_MISC + 1]
+    if p1 != NONE:
+        if nib == 0:
+            dt[3, 32 + (p1 >> 5)] -= mem[O_MISC + 2]
+        elif prefix == (p1 >> 5):
+            dt[3, 32 + (p1 & 31)] -= mem[O_MISC + 2]
+    for k in range(N_DENSE):
+        for nd in range(31, 0, -1):
+            dt[k, nd] = dt[k, 2 * nd] + dt[k, 2 * nd + 1]
+
+
+@njit(cache=True, inline="always")
+def _bucket(s: int) -> int:
+    b = 0
+    while s > 0 and b < 7:
+        s >>= 1
+        b += 1
+    return b
 
 
 @njit(cache=True, inline="always")
@@ -242,6 +352,7 @@ def _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs):
     apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
     pnode = mem[O_PN : O_PN + 32]
     bases = mem[O_BASES : O_BASES + N_CTX]
+    dt = mem[O_DT : O_DT + N_DENSE * 64].reshape(N_DENSE, 64)
     for k in range(N_CTX):
         h = _mix(ctx[k], np.uint64(nib * 2048 + prefix + 1))
         b = np.int64(h % np.uint64(nblocks))
@@ -279,7 +390,11 @@ def _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs):
         d1 = DIRECT_SIZE[0] + ((chg * 2 + nib) * 32 + node) * 3 + m
         st[node, N_CTX] = STRETCH[mem[O_DC + d0] >> 4]
         st[node, N_CTX + 1] = STRETCH[mem[O_DC + d1] >> 4]
-        st[node, N_CTX + 2] = 256
+        for k in range(N_DENSE):
+            # Krichevsky-Trofimov estimate of the next bit from the subtree counts
+            q = ((2 * dt[k, 2 * node + 1] + 1) * 4096) // (2 * dt[k, node] + 2)
+            st[node, O_DENSE_IN + k] = STRETCH[_clamp(q, 1, 4095)]
+        st[node, N_IN - 1] = 256
         mo[node, N_MIX + 6 + N_MIX] = d0
         mo[node, N_MIX + 6 + N_MIX + 1] = d1
         for j in range(N_MIX):
@@ -287,8 +402,12 @@ def _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs):
                 row = nib * 32 + node
             elif j == 1:
                 row = MIX_SETS[0] + p * 2 + nib
-            else:
+            elif j == 2:
                 row = MIX_SETS[0] + MIX_SETS[1] + (((nib * 5 + depth) * 3 + m) * 16 + chg)
+            else:
+                row = MIX_SETS[0] + MIX_SETS[1] + MIX_SETS[2] + (
+                    ((nib * 5 + depth) * 8 + _bucket(dt[0, node])) * 8 + _bucket(dt[3, node] >> 8)
+                )
             dot = 0
             for k in range(N_IN):
                 dot += st[node, k] * mw[row, k]
@@ -374,7 +493,7 @@ def _update(sym, nib, tab, cnt, mem, params):
 
 
 @njit(cache=True)
-def step(x, i, nib, prev_sym, prefix, tab, cnt, mem, ctx, params, probs):
+def step(x, i, nib, prev_sym, prefix, tab, cnt, mem, ctx, dense, params, probs):
     """One coder step: learn the previous nibble (when ``prev_sym`` >= 0), then predict the next.
 
     ``i`` is the flat token index and ``nib`` the nibble about to be predicted; ``prefix`` is the
@@ -383,12 +502,16 @@ def step(x, i, nib, prev_sym, prefix, tab, cnt, mem, ctx, params, probs):
     if prev_sym >= 0:
         _update(prev_sym, 1 - nib, tab, cnt, mem, params)
     if nib == 0:
+        if i > 0:
+            _dense_update(x, i - 1, dense)
         _contexts(x, i, ctx)
+        _dense_rows(x, i, dense, mem)
+    _dense_tree(mem, dense, nib, prefix)
     _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs)
 
 
 @njit(cache=True)
-def encode_all(x, tab, cnt, mem, ctx, params, probs_out, syms_out):
+def encode_all(x, tab, cnt, mem, ctx, dense, params, probs_out, syms_out):
     """Run the model over all (known) tokens ``x``; fill per-nibble distributions and symbols."""
     probs = np.empty(32)
     prev = -1
@@ -396,10 +519,10 @@ def encode_all(x, tab, cnt, mem, ctx, params, probs_out, syms_out):
         tok = int(x[i])
         hi = tok >> 5
         lo = tok & 31
-        step(x, i, 0, prev, 0, tab, cnt, mem, ctx, params, probs)
+        step(x, i, 0, prev, 0, tab, cnt, mem, ctx, dense, params, probs)
         probs_out[2 * i, :] = probs
         syms_out[2 * i] = hi
-        step(x, i, 1, hi, hi, tab, cnt, mem, ctx, params, probs)
+        step(x, i, 1, hi, hi, tab, cnt, mem, ctx, dense, params, probs)
         probs_out[2 * i + 1, :] = probs
         syms_out[2 * i + 1] = lo
         prev = lo

@@ -89,12 +89,13 @@ def test_paint_fill_polygon_save_pixel_exact(served, page):
     page.mouse.up()
     page.keyboard.press("Control+z")
 
-    # 3. flood fill with "my car" (key 5 -> id 4) at the bottom-left corner's region
+    # 3. flood fill the bottom-left corner's region with a class it does not have yet
+    fill_id = 4 if mask[h - 2, 1] != 4 else 2  # "my car" (key 5) or "undrivable" (key 3)
     page.keyboard.press("f")
-    page.keyboard.press("5")
+    page.keyboard.press(str(fill_id + 1))
     page.mouse.click(*at(1, h - 2))
     before = mask.copy()
-    raster.flood_fill(mask, 1, h - 2, 4)
+    raster.flood_fill(mask, 1, h - 2, fill_id)
     assert (mask != before).sum() > 0
 
     # 4. a polygon with "movable" (key 4 -> id 3): three clicks, one vertex dragged, enter

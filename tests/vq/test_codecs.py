@@ -88,3 +88,26 @@ def test_truncated_and_corrupted_files_refused(real_tokens):
 def test_unknown_codec_refused(real_tokens):
     with pytest.raises(DrivelabError, match="unknown codec"):
         api.compress(_seg(real_tokens[:2]), "bzip9")
+
+
+def test_context_two_step_counts_are_exact(real_tokens):
+    """The count vector fed to the tree for T @ T equals numpy's matrix product, minus its diagonal."""
+    from drivelab.vq import cm
+
+    x = np.ascontiguousarray(real_tokens[:30].reshape(-1), dtype=np.int16)
+    _, _, mem, _, dense = cm.new_state()
+    i = x.size - 5
+    for j in range(i):
+        cm._dense_update(x, j, dense)
+    t = dense[cm.D_T : cm.D_T + cm.V * cm.V].reshape(cm.V, cm.V).astype(np.int64)
+    assert (t == t.T).all() and t.sum() == 2 * int((x[128:i] != x[: i - 128]).sum())
+    p1 = int(x[i - 128])
+    want = (t @ t)[p1]
+    want[p1] = 0
+    cm._dense_rows(x, i, dense, mem)
+    cm._dense_tree(mem, dense, 0, 0)
+    tree = mem[cm.O_DT : cm.O_DT + cm.N_DENSE * 64].reshape(cm.N_DENSE, 64)
+    assert (tree[3, 32:] == want.reshape(32, 32).sum(1)).all() and tree[3, 1] == want.sum()
+    hi = int(x[i]) >> 5
+    cm._dense_tree(mem, dense, 1, hi)
+    assert (tree[3, 32:] == want[hi * 32 : hi * 32 + 32]).all()

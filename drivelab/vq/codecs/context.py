@@ -25,10 +25,10 @@ def _family() -> Any:
 def encode(tokens: np.ndarray, **_: Any) -> tuple[bytes, dict[str, Any]]:
     x = np.ascontiguousarray(tokens.reshape(-1), dtype=np.int16)
     n = x.size
-    tab, cnt, mem, ctx = cm.new_state()
+    state = cm.new_state()
     probs = np.empty((2 * n, 32))
     syms = np.empty(2 * n, dtype=np.int32)
-    cm.encode_all(x, tab, cnt, mem, ctx, cm.PARAMS, probs, syms)
+    cm.encode_all(x, *state, cm.PARAMS, probs, syms)
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode(syms, _family(), probs)
     return enc.get_compressed().astype("<u4").tobytes(), {"model": cm.VERSION, "table_bits": cm.TABLE_BITS}
@@ -43,16 +43,16 @@ def decode(payload: bytes, extra: dict[str, Any], frames: int, progress: Any = N
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     fam = _family()
     x = np.zeros(n, dtype=np.int16)
-    tab, cnt, mem, ctx = cm.new_state()
+    tab, cnt, mem, ctx, dense = cm.new_state()
     pr = np.empty((1, 32))
     row = pr[0]
     params = cm.PARAMS
     step = cm.step
     prev = -1
     for i in range(n):
-        step(x, i, 0, prev, 0, tab, cnt, mem, ctx, params, row)
+        step(x, i, 0, prev, 0, tab, cnt, mem, ctx, dense, params, row)
         hi = int(dec.decode(fam, pr)[0])
-        step(x, i, 1, hi, hi, tab, cnt, mem, ctx, params, row)
+        step(x, i, 1, hi, hi, tab, cnt, mem, ctx, dense, params, row)
         prev = int(dec.decode(fam, pr)[0])
         x[i] = hi * 32 + prev
         if progress is not None and i % 128 == 127:
