@@ -27,12 +27,14 @@ def _register() -> None:
     from drivelab.engine import cli as engine_cli
     from drivelab.label import cli as label_cli
     from drivelab.seg import cli as seg_cli
+    from drivelab.seg import predict_cli
     from drivelab.seg.instance import cli as instance_cli
     from drivelab.vq.cli import app as vq_app
 
     demo.register(app)
     data_cli.register(app)
     seg_cli.register(app)
+    predict_cli.register(app)
     instance_cli.register(app)
     label_cli.register(app)
     engine_cli.register(app)

@@ -63,7 +63,9 @@ class CocoReader(Reader):
             raise DrivelabError("dataset not found", self.root)
         files = find_annotation_files(self.root)
         if not files:
-            raise DrivelabError("no COCO annotations json (annotations.json or train/val/test.json)", self.root)
+            raise DrivelabError(
+                "no COCO annotations json (annotations.json or train/val/test.json)", self.root
+            )
         self.cocos = {}
         self.items = []
         categories: dict[int, dict] = {}

@@ -102,6 +102,9 @@ def render_tote(rng: np.random.Generator, size: tuple[int, int], opts: ToteOptio
         else:
             bw = bh = scale * rng.uniform(0.08, 0.16)
             poly = _blob(rng, cx, cy, bw)
+        # Objects may lean over the tote wall out of view: clamp the outline to the image, so the
+        # annotation stays inside it (validate flags polygons that leave the image).
+        poly = np.clip(poly, 0, [w, h]).astype(np.float32)
         shape = _fill((h, w), poly)
         if shape.sum() < 12:
             continue

@@ -1,0 +1,124 @@
+"""CLI verbs of the data layer: validate, convert, synth. ``register(app)`` adds them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from drivelab.errors import DrivelabError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` (e.g. ``874x1164``) -> (H, W)."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DrivelabError(f"size must look like HxW (e.g. 874x1164), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise DrivelabError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _size_option(text: str | None) -> tuple[int, int] | str | None:
+    return "native" if text == "native" else parse_size(text)
+
+
+def validate_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset root in its native layout."),
+    format: str = typer.Option(
+        None, "--format", "-f", help="comma10k, cityscapes, bdd100k, coco or folder (default: detected)."
+    ),
+    hashes: Path = typer.Option(
+        None, "--hashes", help="Reference image hashes (`sha1  name` lines or JSON): images must match."
+    ),
+    write_hashes: Path = typer.Option(
+        None, "--write-hashes", help="Write the images' sha1 hashes to this file (sha1sum format)."
+    ),
+    size: str = typer.Option(
+        None,
+        "--size",
+        help="Required HxW of every image and mask, or 'native' for the format's own sizes "
+        "(default: each folder's most common size; see docs/data.md).",
+    ),
+    limit: int = typer.Option(50, help="Show at most this many problems in the table (all are counted)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Check masks and images: partners, sizes, channels, exact palette colours, ids, COCO json."""
+    from rich.table import Table
+
+    from drivelab.data.validate import read_hashes, validate_dataset, write_hash_file
+
+    reference = read_hashes(hashes) if hashes is not None else None
+    report = validate_dataset(
+        dataset,
+        format,
+        reference_hashes=reference,
+        expected_size=_size_option(size),
+        compute_hashes=write_hashes is not None,
+        progress=not quiet,
+    )
+    out = _console()
+    if report.problems:
+        table = Table(title=report.summary(), show_lines=False)
+        table.add_column("file", overflow="fold")
+        table.add_column("problem")
+        table.add_column("details", overflow="fold")
+        for p in report.problems[:limit]:
+            table.add_row(p.display_path(report.root), p.kind, p.message)
+        out.print(table)
+        if len(report.problems) > limit:
+            out.print(f"... and {len(report.problems) - limit} more (use --limit)")
+    for note in report.notes:
+        out.print(f"note: {note}")
+    if write_hashes is not None:
+        write_hash_file(write_hashes, report.hashes)
+        out.print(f"wrote {len(report.hashes)} image hashes to {write_hashes}")
+    out.print(report.summary())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Source dataset in any layout drivelab reads."),
+    to: str = typer.Option(
+        ..., "--to", help="index, comma10k, cityscapes-trainids or instance-png (see docs/data.md)."
+    ),
+    out: Path = typer.Argument(..., help="Output folder (for cityscapes-trainids it may be SRC itself)."),
+    format: str = typer.Option(None, "--format", "-f", help="Source format (default: detected)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy images instead of hard-linking them."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a dataset as index masks or another layout (comma10k colours, Cityscapes trainIds, ...)."""
+    from drivelab.data.convert import convert_dataset
+
+    result = convert_dataset(src, to, out, format=format, link=not copy, progress=not quiet)
+    _console().print(f"converted {result.count} samples from {src} to {to}: {result.out}")
+
+
+def synth_cmd(
+    format: str = typer.Argument(..., help="comma10k, cityscapes, bdd100k or coco (robot totes)."),
+    out: Path = typer.Argument(..., help="Output folder (written in the format's native layout)."),
+    n: int = typer.Option(100, "--n", "-n", help="Number of samples."),
+    size: str = typer.Option(None, "--size", help="Image size HxW (default: the format's synth default)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; sample i depends only on (seed, i)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a procedural dataset with exact labels in a native layout (driving scenes or totes)."""
+    from drivelab.data.synth import synth_dataset
+
+    root = synth_dataset(format, out, n=n, size=parse_size(size), seed=seed, progress=not quiet)
+    _console().print(f"wrote {n} synthetic {format} samples to {root}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_cmd)
+    app.command("convert")(convert_cmd)
+    app.command("synth")(synth_cmd)
