@@ -147,14 +147,14 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], opts: SceneOpt
     n_lanes = int(rng.integers(2, 4))
     for k in range(1, n_lanes):
         s = -1 + 2 * k / n_lanes
-        line = np.abs(dist - s * half) < (half * 0.025 + 0.3)
+        line = np.abs(dist - s * half) < (half * 0.03 + 0.5)
         dashed = ((depth * 1.6 + phase) % 1.0) < 0.5
         lanes |= road & line & dashed & (t > 0.04)
     for s in (-0.96, 0.96):
         if rng.random() < 0.7:
-            lanes |= road & (np.abs(dist - s * half) < (half * 0.02 + 0.3)) & (t > 0.04)
+            lanes |= road & (np.abs(dist - s * half) < (half * 0.025 + 0.5)) & (t > 0.04)
     paint = _color(rng, (235, 235, 235) if rng.random() < 0.75 else (225, 190, 60), 15)
-    paint = road_color + (paint - road_color) * rng.uniform(0.45, 1.0)  # faded paint
+    paint = road_color + (paint - road_color) * rng.uniform(0.6, 1.0)  # faded paint
     p.color[lanes] = paint
     p.texture[lanes] = 6
 

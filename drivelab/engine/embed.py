@@ -1,0 +1,396 @@
+"""``drivelab embed RUN DATASET``: one row per image with the model's view of it.
+
+Every image is resized to the checkpoint's training size (as in training), padded to /32 and run
+through the model in batches. Per image:
+
+    features     semantic: the deepest encoder map (``model.encode``) average-pooled to (C,);
+                 instance (Mask R-CNN): every FPN level average-pooled and concatenated
+    loss, miou   cross-entropy and IoU against the label (at training size), NaN when unlabelled
+    entropy      mean per-pixel entropy of the softmax, divided by log K (0 sure .. 1 uniform)
+    margin       mean gap between the two most probable classes (small = uncertain)
+    metadata     size, brightness, class pixel shares (label and prediction), instance counts
+
+Resumable: rows are flushed every ``chunk`` images to ``<out>/chunks/part-NNNNN.{parquet,npy}``;
+a rerun skips names already embedded and only then (re)writes ``table.parquet`` and
+``features.npy`` from all chunks. Layout: see ``drivelab.engine.table``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drivelab.data.sample import Item, Reader
+from drivelab.engine.table import FEATURES, META, TABLE
+from drivelab.errors import DrivelabError
+from drivelab.schema import IGNORE, ClassSchema
+
+
+# --------------------------------------------------------------------------- per-batch math
+def image_stats(image: np.ndarray) -> dict[str, float]:
+    """Size and brightness (mean luma in [0, 1]) of an original image."""
+    luma = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return {
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "brightness": float(luma.mean() / 255),
+    }
+
+
+def prediction_stats(logits: torch.Tensor, masks: list[np.ndarray | None], names: list[str]) -> list[dict]:
+    """Per-image loss / IoU / entropy / margin / class shares from logits (B, K, H, W) and labels."""
+    k = logits.shape[1]
+    logp = F.log_softmax(logits.float(), 1)
+    p = logp.exp()
+    entropy = -(p * logp).sum(1) / np.log(k)  # (B, H, W) in [0, 1]
+    top2 = p.topk(min(2, k), dim=1).values
+    margin = top2[:, 0] - top2[:, 1] if k > 1 else torch.ones_like(entropy)
+    pred = p.argmax(1)
+    rows = []
+    for b, mask in enumerate(masks):
+        row: dict[str, Any] = {"entropy": float(entropy[b].mean()), "margin": float(margin[b].mean())}
+        counts = torch.bincount(pred[b].flatten(), minlength=k).double()
+        for c, n in enumerate(names):
+            row[f"pred_share_{n}"] = float(counts[c] / counts.sum())
+        if mask is None:
+            row.update({"labelled": False, "loss": np.nan, "pixel_acc": np.nan, "miou": np.nan})
+            row.update({f"iou_{n}": np.nan for n in names})
+            row.update({f"share_{n}": np.nan for n in names})
+        else:
+            t = torch.from_numpy(mask.astype(np.int64)).to(logits.device)
+            valid = t != IGNORE
+            nvalid = int(valid.sum())
+            ce = F.nll_loss(logp[b : b + 1], t[None], ignore_index=IGNORE, reduction="sum")
+            row.update({"labelled": True, "loss": float(ce) / nvalid if nvalid else np.nan})
+            tv, pv = t[valid], pred[b][valid]
+            row["pixel_acc"] = float((tv == pv).double().mean()) if nvalid else np.nan
+            ious = []
+            for c, n in enumerate(names):
+                inter = int(((tv == c) & (pv == c)).sum())
+                union = int(((tv == c) | (pv == c)).sum())
+                row[f"iou_{n}"] = inter / union if union else np.nan
+                row[f"share_{n}"] = float((tv == c).double().mean()) if nvalid else np.nan
+                if union:
+                    ious.append(inter / union)
+            row["miou"] = float(np.mean(ious)) if ious else np.nan
+        rows.append(row)
+    return rows
+
+
+class SemanticEmbedder:
+    """Run a semantic model on images already at its input size: features + statistics."""
+
+    def __init__(
+        self, model: torch.nn.Module, schema: ClassSchema, device: str | torch.device = "cpu"
+    ) -> None:
+        self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
+
+    @torch.no_grad()
+    def __call__(
+        self, images: np.ndarray, masks: list[np.ndarray | None]
+    ) -> tuple[np.ndarray, list[dict], np.ndarray]:
+        """``images`` (B, H, W, 3) uint8, H and W multiples of 32 -> features (B, C), per-image rows,
+        predicted masks (B, H, W)."""
+        x = (
+            torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+            .to(self.device)
+            .float()
+            .div_(255)
+        )
+        feats = self.model.encode(x).float().mean(dim=(2, 3))
+        logits = self.model(x).float()
+        rows = prediction_stats(logits, masks, self.schema.names)
+        preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        return feats.cpu().numpy().astype(np.float32), rows, preds
+
+
+class InstanceEmbedder:
+    """A torchvision Mask R-CNN: pooled FPN features, detection counts and score uncertainty."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        schema: ClassSchema,
+        device: str | torch.device = "cpu",
+        score_thresh: float = 0.5,
+    ) -> None:
+        self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
+        self.score_thresh = score_thresh
+
+    @torch.no_grad()
+    def __call__(
+        self, images: list[np.ndarray], counts: list[int | None]
+    ) -> tuple[np.ndarray, list[dict], None]:
+        x = [
+            torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(self.device).float().div_(255)
+            for im in images
+        ]
+        batch, _ = self.model.transform(x)
+        levels = self.model.backbone(batch.tensors)
+        feats = torch.cat([f.float().mean(dim=(2, 3)) for f in levels.values()], dim=1)
+        outputs = self.model(x)
+        rows = []
+        for o, n in zip(outputs, counts, strict=True):
+            s = o["scores"].float().clamp(1e-6, 1 - 1e-6)
+            ent = -(s * s.log() + (1 - s) * (1 - s).log()) / np.log(2)
+            rows.append(
+                {
+                    "labelled": n is not None,
+                    "instances": np.nan if n is None else int(n),
+                    "pred_instances": int((s >= self.score_thresh).sum()),
+                    "mean_score": float(s.mean()) if len(s) else np.nan,
+                    "entropy": float(ent.mean()) if len(s) else 0.0,
+                    "margin": float((2 * s - 1).abs().mean()) if len(s) else 1.0,
+                }
+            )
+        return feats.cpu().numpy().astype(np.float32), rows, None
+
+
+# --------------------------------------------------------------------------- model + dataset
+def open_model_and_dataset(
+    run: str | Path, dataset: str | Path, device: str = "cpu"
+) -> tuple[torch.nn.Module, ClassSchema, dict, Reader]:
+    """Load a checkpoint and open a dataset, failing clearly when their classes disagree."""
+    from drivelab.data import open_dataset
+    from drivelab.seg.checkpoint import load_model
+
+    model, schema, ckpt = load_model(run, device)
+    task = ckpt.get("task", "semantic")
+    reader = open_dataset(dataset, **dataset_options(ckpt, dataset))
+    if task == "instance" and reader.task != "instance":
+        raise DrivelabError(
+            "the checkpoint is an instance model but the dataset has no instance annotations", dataset
+        )
+    if reader.schema.names != schema.names:
+        raise DrivelabError(
+            f"class mismatch: the checkpoint predicts {schema.num_classes} classes ({schema.name}: "
+            f"{', '.join(schema.names[:6])}...), the dataset has {reader.schema.num_classes} "
+            f"({reader.schema.name})",
+            dataset,
+        )
+    return model, schema, ckpt, reader
+
+
+def dataset_options(ckpt: dict, dataset: str | Path) -> dict:
+    """Reader options a checkpoint implies: a Cityscapes model keeps its class set (19/29/30)."""
+    from drivelab.data import detect_format
+
+    classes = (ckpt.get("config") or {}).get("classes")
+    return {"classes": str(classes)} if classes and detect_format(dataset) == "cityscapes" else {}
+
+
+def model_size(ckpt: dict) -> tuple[int, int]:
+    from drivelab.seg.inference import training_size
+
+    return training_size(ckpt) or (512, 1024)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DrivelabError(f"--device {device} but CUDA is not available")
+    return device
+
+
+def load_batches(
+    reader: Reader, items: list[Item], size: tuple[int, int], batch_size: int, task: str, workers: int = 2
+) -> Iterator[tuple[list[Item], list[np.ndarray], list[np.ndarray], list]]:
+    """Yield (items, original images, model inputs, labels) batches; decoding runs in threads.
+
+    Semantic: inputs resized to ``size`` and padded to /32, labels resized (nearest) the same way.
+    Instance: inputs resized to ``size`` (the model pads itself), labels are instance counts."""
+    from drivelab.data.torchdata import pad_to_stride
+    from drivelab.seg.cache import resize_pair
+
+    def load(item: Item) -> tuple[np.ndarray, np.ndarray, Any]:
+        image = reader.load_image(item)
+        if task == "instance":
+            inst = reader.load_instances(item) if item.label_path is not None else None
+            small, _ = resize_pair(image, None, size)
+            return image, small, (len(inst) if inst is not None else None)
+        mask = reader.load_mask(item) if item.label_path is not None else None
+        small, small_mask = resize_pair(image, mask, size)
+        small, small_mask = pad_to_stride(small, small_mask)
+        return image, small, small_mask
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            loaded = list(pool.map(load, chunk))
+            yield chunk, [a for a, _, _ in loaded], [b for _, b, _ in loaded], [c for _, _, c in loaded]
+
+
+# --------------------------------------------------------------------------- the verb
+def embed(
+    run: str | Path,
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    split: str | None = None,
+    limit: int | None = None,
+    chunk: int = 256,
+    save_preds: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Embed every image of ``dataset`` with the model of ``run``; returns the table path."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from drivelab.io import write_json, write_png
+
+    if batch_size < 1 or chunk < 1:
+        raise DrivelabError("--batch-size and --chunk must be >= 1")
+    out = Path(out)
+    device = resolve_device(device)
+    model, schema, ckpt, reader = open_model_and_dataset(run, dataset, device)
+    task = ckpt.get("task", "semantic")
+    if split is not None:
+        if split not in reader.splits:
+            raise DrivelabError(f"no split {split!r} (splits: {', '.join(reader.splits)})", dataset)
+        reader = reader.subset(split=split)
+    items = reader.items[:limit] if limit else reader.items
+    if not items:
+        raise DrivelabError("the dataset has no images", dataset)
+    size = model_size(ckpt)
+    meta = {
+        "checkpoint": str(Path(ckpt["path"]).resolve()),
+        "dataset": str(Path(dataset).resolve()),
+        "format": reader.format,
+        "dataset_options": dataset_options(ckpt, dataset),
+        "task": task,
+        "classes": schema.names,
+        "schema": schema.to_dict(),
+        "model_spec": ckpt.get("model_spec"),
+        "size": list(size),
+        "features": FEATURES,
+    }
+    done = _start(out, meta, overwrite)
+    todo = [it for it in items if it.name not in done]
+    embedder = (InstanceEmbedder if task == "instance" else SemanticEmbedder)(model, schema, device)
+    palette = schema.palette_256()
+    rows: list[dict] = []
+    feats: list[np.ndarray] = []
+    part = len(list((out / "chunks").glob("part-*.parquet")))
+    bar = tqdm(
+        total=len(items), initial=len(items) - len(todo), desc="embed", disable=not progress, unit="img"
+    )
+    for batch_items, originals, inputs, labels in load_batches(reader, todo, size, batch_size, task):
+        if task == "instance":
+            f, stats, preds = embedder(inputs, labels)
+        else:
+            f, stats, preds = embedder(np.stack(inputs), labels)
+        for i, (item, image, st) in enumerate(zip(batch_items, originals, stats, strict=True)):
+            row = {
+                "name": item.name,
+                "split": item.split,
+                "image_path": str(Path(item.image_path).resolve()),
+                "label_path": str(Path(item.label_path).resolve()) if item.label_path else None,
+                **image_stats(image),
+                **st,
+            }
+            if preds is not None and save_preds:
+                rel = Path("preds") / Path(item.name).with_suffix(".png")
+                write_png(out / rel, preds[i][: size[0], : size[1]], palette=palette)
+                row["pred_path"] = str(rel)
+            rows.append(row)
+        feats.append(f)
+        bar.update(len(batch_items))
+        if len(rows) >= chunk:
+            _flush(out, part, rows, feats)
+            part, rows, feats = part + 1, [], []
+    bar.close()
+    if rows:
+        _flush(out, part, rows, feats)
+    table = _consolidate(out, [it.name for it in items])
+    meta["feature_dim"] = int(np.load(out / FEATURES, mmap_mode="r").shape[1])
+    meta["rows"] = len(pd.read_parquet(table, columns=["name"]))
+    write_json(out / META, meta)
+    return table
+
+
+def _start(out: Path, meta: dict, overwrite: bool) -> set[str]:
+    """Check a previous run in ``out`` is the same embedding; return the names it already did."""
+    import shutil
+
+    import pandas as pd
+
+    from drivelab.io import write_json
+
+    prev_path = out / META
+    if prev_path.exists():
+        prev = json.loads(prev_path.read_text())
+        same = all(prev.get(k) == meta[k] for k in ("checkpoint", "dataset", "model_spec", "size"))
+        if not same and not overwrite:
+            raise DrivelabError(
+                f"this folder holds an embedding of another model or dataset "
+                f"({prev.get('checkpoint')} on {prev.get('dataset')}); use another --out or "
+                "--overwrite",
+                out,
+            )
+        if not same:
+            for p in (out / "chunks", out / "preds"):
+                shutil.rmtree(p, ignore_errors=True)
+    elif overwrite:
+        shutil.rmtree(out / "chunks", ignore_errors=True)
+    write_json(prev_path, meta)
+    done: set[str] = set()
+    for p in sorted((out / "chunks").glob("part-*.parquet")):
+        if not p.with_suffix(".npy").exists():
+            continue  # a chunk whose features never landed is redone
+        done.update(pd.read_parquet(p, columns=["name"])["name"].astype(str))
+    return done
+
+
+def _flush(out: Path, part: int, rows: list[dict], feats: list[np.ndarray]) -> None:
+    import io
+
+    import pandas as pd
+
+    from drivelab.io import write_bytes, write_table
+
+    buf = io.BytesIO()
+    np.save(buf, np.concatenate(feats).astype(np.float32))
+    # Features first: a chunk counts as done only once its table exists (see _start).
+    write_bytes(out / "chunks" / f"part-{part:05d}.npy", buf.getvalue())
+    write_table(out / "chunks" / f"part-{part:05d}.parquet", pd.DataFrame(rows))
+
+
+def _consolidate(out: Path, order: list[str]) -> Path:
+    """All chunks -> table.parquet + features.npy, rows in dataset order (names not in ``order``,
+    e.g. from an earlier, larger --limit, come last)."""
+    import io
+
+    import pandas as pd
+
+    from drivelab.io import write_bytes, write_table
+
+    frames, feats = [], []
+    for p in sorted((out / "chunks").glob("part-*.parquet")):
+        if p.with_suffix(".npy").exists():
+            frames.append(pd.read_parquet(p))
+            feats.append(np.load(p.with_suffix(".npy")))
+    df = pd.concat(frames, ignore_index=True)
+    f = np.concatenate(feats)
+    df["_row"] = np.arange(len(df))
+    df = df.drop_duplicates("name", keep="last")
+    rank = {n: i for i, n in enumerate(order)}
+    df["_order"] = df["name"].map(lambda n: rank.get(n, len(rank)))
+    df = df.sort_values(["_order", "_row"], kind="stable")
+    f = f[df["_row"].to_numpy()]
+    df = df.drop(columns=["_row", "_order"]).reset_index(drop=True)
+    buf = io.BytesIO()
+    np.save(buf, f.astype(np.float32))
+    write_bytes(out / FEATURES, buf.getvalue())
+    write_table(out / TABLE, df)
+    return out / TABLE

@@ -1,0 +1,160 @@
+"""What to label next: uncertainty, diversity, their combination, and random as the baseline.
+
+    random     uniform sample of the pool (the baseline every other strategy must beat)
+    entropy    highest mean per-pixel prediction entropy
+    margin     smallest mean margin between the two most probable classes
+    kcenter    k-center greedy (Sener & Savarese 2018) in feature space: each pick is the pool
+               image farthest from everything labelled or already picked, so the picks cover
+               the regions of the latent space the labelled set does not
+    combined   k-center greedy weighted by uncertainty: each pick maximises
+               distance-to-labelled x uncertainty, i.e. high-loss regions that are still sparse.
+               Uncertainty is the entropy rank, averaged with the loss predicted from the
+               nearest labelled neighbours when the table has losses of labelled images
+
+``select_indices`` returns row indices in pick order (the first is the most wanted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drivelab.errors import DrivelabError
+
+STRATEGIES = ("random", "entropy", "margin", "kcenter", "combined")
+
+
+def rank01(v: np.ndarray) -> np.ndarray:
+    """Values -> ranks in (0, 1] (ties share a rank; NaN ranks lowest)."""
+    v = np.asarray(v, dtype=np.float64)
+    filled = np.where(np.isfinite(v), v, -np.inf)
+    order = np.argsort(np.argsort(filled, kind="stable"), kind="stable")
+    return (order + 1) / max(1, len(v))
+
+
+def kcenter_greedy(
+    x: np.ndarray,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    budget: int,
+    weight: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Greedy k-center: pick ``budget`` rows of ``candidates`` (indices into ``x``), each time the
+    one maximising (distance to the nearest labelled-or-picked row) x ``weight``.
+
+    With nothing labelled the first pick is the candidate nearest the mean (a typical sample)
+    for the unweighted version and the most uncertain one for the weighted version."""
+    cx = x[candidates].astype(np.float64)
+    w = np.ones(len(candidates)) if weight is None else np.asarray(weight, dtype=np.float64)
+    mind = np.full(len(candidates), np.inf)
+    centres = x[labelled].astype(np.float64) if len(labelled) else np.zeros((0, x.shape[1]))
+    for start in range(0, len(centres), 1024):
+        block = centres[start : start + 1024]
+        d = np.sqrt(np.maximum(((cx[:, None, :] - block[None]) ** 2).sum(-1), 0.0))
+        mind = np.minimum(mind, d.min(axis=1))
+    picked: list[int] = []
+    taken = np.zeros(len(candidates), dtype=bool)
+    for _ in range(budget):
+        if np.isinf(mind).all():
+            if weight is None:
+                j = int(np.argmin(np.linalg.norm(cx - cx.mean(0), axis=1)))
+            else:
+                j = int(np.argmax(w))
+        else:
+            score = np.where(taken, -np.inf, mind * w)
+            j = int(np.argmax(score))
+        picked.append(j)
+        taken[j] = True
+        mind = np.minimum(mind, np.linalg.norm(cx - cx[j], axis=1))
+        mind[taken] = 0.0
+    return candidates[np.asarray(picked, dtype=np.int64)]
+
+
+def knn_predict(
+    x: np.ndarray, src: np.ndarray, values: np.ndarray, dst: np.ndarray, k: int = 5
+) -> np.ndarray:
+    """Distance-weighted mean of ``values`` over the k nearest ``src`` rows, for each ``dst`` row."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = max(1, min(k, len(src)))
+    nn = NearestNeighbors(n_neighbors=k).fit(x[src])
+    dist, idx = nn.kneighbors(x[dst])
+    w = 1.0 / (dist + 1e-6)
+    return (values[idx] * w).sum(1) / w.sum(1)
+
+
+def select_indices(
+    strategy: str,
+    budget: int,
+    candidates: np.ndarray,
+    *,
+    features: np.ndarray | None = None,
+    labelled: np.ndarray | None = None,
+    entropy: np.ndarray | None = None,
+    margin: np.ndarray | None = None,
+    loss: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Pick ``budget`` of the ``candidates`` (row indices). ``features`` (N, D) must be finite on the
+    candidate and labelled rows; ``entropy``/``margin``/``loss`` are (N,) per-row values."""
+    if strategy not in STRATEGIES:
+        raise DrivelabError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    candidates = np.asarray(candidates, dtype=np.int64)
+    labelled = np.zeros(0, np.int64) if labelled is None else np.asarray(labelled, dtype=np.int64)
+    if budget < 1:
+        raise DrivelabError(f"the budget must be >= 1, got {budget}")
+    if len(candidates) == 0:
+        raise DrivelabError("the pool is empty: there is no unlabelled image to choose from")
+    if budget > len(candidates):
+        raise DrivelabError(
+            f"the budget ({budget}) is larger than the pool ({len(candidates)} unlabelled images)"
+        )
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        return rng.permutation(candidates)[:budget]
+    if strategy in ("entropy", "margin"):
+        values = entropy if strategy == "entropy" else margin
+        if values is None or not np.isfinite(values[candidates]).any():
+            raise DrivelabError(f"strategy {strategy!r} needs a '{strategy}' column with values for the pool")
+        key = values[candidates] if strategy == "entropy" else -values[candidates]
+        key = np.where(np.isfinite(key), key, -np.inf)
+        # Random tie-break so equal scores do not favour the table order.
+        order = np.lexsort((rng.random(len(candidates)), -key))
+        return candidates[order[:budget]]
+    if features is None:
+        raise DrivelabError(f"strategy {strategy!r} needs features")
+    from drivelab.engine.project import prepare
+
+    rows = np.concatenate([candidates, labelled])
+    px = prepare(features[rows], seed=seed)
+    x = np.zeros((len(features), px.shape[1]), np.float32)
+    x[rows] = px
+    if strategy == "kcenter":
+        return kcenter_greedy(x, labelled, candidates, budget, seed=seed)
+    weight = uncertainty_weight(x, candidates, labelled, entropy, margin, loss)
+    return kcenter_greedy(x, labelled, candidates, budget, weight=weight, seed=seed)
+
+
+def uncertainty_weight(
+    x: np.ndarray,
+    candidates: np.ndarray,
+    labelled: np.ndarray,
+    entropy: np.ndarray | None,
+    margin: np.ndarray | None,
+    loss: np.ndarray | None,
+) -> np.ndarray:
+    """Per-candidate weight in (0, 1]: how uncertain / how likely to be high-loss it is."""
+    parts = []
+    if entropy is not None and np.isfinite(entropy[candidates]).any():
+        parts.append(rank01(entropy[candidates]))
+    elif margin is not None and np.isfinite(margin[candidates]).any():
+        parts.append(rank01(-margin[candidates]))
+    if loss is not None and len(labelled):
+        known = labelled[np.isfinite(loss[labelled])]
+        if len(known):
+            parts.append(rank01(knn_predict(x, known, loss[known], candidates)))
+    if not parts:
+        raise DrivelabError(
+            "strategy 'combined' needs an 'entropy' or 'margin' column (or losses of labelled images)"
+        )
+    return np.mean(parts, axis=0)

@@ -1,0 +1,198 @@
+"""Mask R-CNN from torchvision (BSD-3): ResNet-50-FPN for the GPU, lighter backbones for the CPU.
+
+``build_instance_model(num_classes, backbone="mobilenet_v3_large", ...)`` never downloads:
+backbones start random (``weights=None, weights_backbone=None``) or from a local file
+(``weights=path``: a torchvision Mask R-CNN state dict such as the COCO one saved by hand, an
+ImageNet backbone state dict, or a drivelab checkpoint). Heads whose shape differs (another
+class count) keep their fresh initialisation.
+
+Input contract (torchvision detection): a list of float images (3, H, W) in [0, 1]; the model
+normalises and resizes inside (``min_size``/``max_size``), and maps boxes and masks back to
+each input's own size. Train mode takes targets and returns a dict of losses.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from drivelab.errors import DrivelabError
+
+BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+def build_instance_model(
+    num_classes: int,
+    backbone: str = "mobilenet_v3_large",
+    min_size: int = 512,
+    max_size: int = 683,
+    weights: str | None = None,
+    trainable_layers: int | None = None,
+    anchor_sizes: list[int] | None = None,
+    detections_per_img: int = 100,
+    score_thresh: float = 0.05,
+    mask_channels: int = 256,
+    mask_layers: int = 4,
+    box_repr: int = 1024,
+    returned_layers: list[int] | None = None,
+    name: str = "maskrcnn",
+    category_ids: list[int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """A torchvision ``MaskRCNN`` with ``num_classes`` outputs (background included).
+
+    ``mask_channels``/``mask_layers`` (torchvision: 256 x 4 convs) and ``box_repr`` (1024) size
+    the heads; on a CPU the mask head dominates the step time, so the CPU presets shrink it.
+    ``anchor_sizes``: five sizes (default: torchvision's 32..512 px scaled by ``min_size / 800``);
+    ResNet FPN levels take one each, MobileNet levels all five. ``returned_layers``: MobileNet
+    stages the FPN taps (default [2, 3, 5]: strides 8, 16, 32). Extra ``kwargs`` go to ``MaskRCNN``
+    (e.g. ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``). ``category_ids`` (the COCO
+    category id of train ids 1..N) is kept on the model as ``model.category_ids`` so predictions
+    can be written as COCO results without the dataset.
+    """
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+    from torchvision.ops import misc
+
+    if name != "maskrcnn":
+        raise DrivelabError(f"unknown instance model {name!r}; the instance task has 'maskrcnn'")
+    if backbone not in BACKBONES:
+        raise DrivelabError(f"unknown Mask R-CNN backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if int(num_classes) < 2:
+        raise DrivelabError(f"num_classes counts background and must be >= 2, got {num_classes}")
+    local = _local_file(weights)
+    # Pretrained weights keep frozen BatchNorm statistics (torchvision's convention); from scratch,
+    # BatchNorm has to learn its statistics.
+    norm = misc.FrozenBatchNorm2d if local else nn.BatchNorm2d
+    if backbone.startswith("resnet"):
+        layers = 5 if trainable_layers is None else int(trainable_layers)
+        body = resnet_fpn_backbone(
+            backbone_name=backbone, weights=None, norm_layer=norm, trainable_layers=layers
+        )
+        sizes = tuple(anchor_sizes or _scaled_sizes(min_size))
+        if len(sizes) != 5:
+            raise DrivelabError(
+                f"anchor_sizes needs 5 sizes for a ResNet FPN (one per level), got {list(sizes)}"
+            )
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 5)
+    else:
+        layers = 6 if trainable_layers is None else int(trainable_layers)
+        # torchvision's default taps two stride-32 stages; totes hold small touching objects, so tap
+        # strides 8, 16 and 32 (+ the FPN's pooled level) unless told otherwise.
+        returned = list(returned_layers) if returned_layers else [2, 3, 5]
+        body = mobilenet_backbone(
+            backbone_name=backbone,
+            weights=None,
+            fpn=True,
+            norm_layer=norm,
+            trainable_layers=layers,
+            returned_layers=returned,
+        )
+        levels = len(returned) + 1
+        # Every level gets every size (torchvision's MobileNet layout), scaled to the input size.
+        sizes = tuple(anchor_sizes or _scaled_sizes(min_size))
+        anchors = AnchorGenerator((sizes,) * levels, ((0.5, 1.0, 2.0),) * levels)
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    c = body.out_channels
+    heads = {
+        "box_head": TwoMLPHead(c * 7 * 7, int(box_repr)),
+        "box_predictor": FastRCNNPredictor(int(box_repr), int(num_classes)),
+        "mask_head": MaskRCNNHeads(c, [int(mask_channels)] * int(mask_layers), 1),
+        "mask_predictor": MaskRCNNPredictor(int(mask_channels), int(mask_channels), int(num_classes)),
+    }
+    try:
+        model = MaskRCNN(
+            body,
+            num_classes=None,
+            **heads,
+            min_size=int(min_size),
+            max_size=int(max_size),
+            rpn_anchor_generator=anchors,
+            box_detections_per_img=int(detections_per_img),
+            box_score_thresh=float(score_thresh),
+            **kwargs,
+        )
+    except TypeError as e:
+        raise DrivelabError(f"bad model_kwargs for Mask R-CNN: {e}") from None
+    if local:
+        load_local_weights(model, local)
+    model.category_ids = list(category_ids) if category_ids else list(range(1, int(num_classes)))
+    return model
+
+
+def _scaled_sizes(min_size: int) -> tuple[int, ...]:
+    # torchvision's 32..512 suits 800 px inputs; tote objects are a fixed share of the image, so
+    # scale the anchors with the input (never below 800 px's sizes / 4, i.e. 8..128).
+    f = max(min_size / 800.0, 0.25)
+    return tuple(int(round(s * f)) for s in (32, 64, 128, 256, 512))
+
+
+def model_spec(num_classes: int, backbone: str, size: tuple[int, int], **kwargs: Any) -> dict:
+    """The ``model_spec`` stored in checkpoints: ``build_instance_model(**spec)`` rebuilds the model.
+
+    The model's internal resize keeps an (H, W) training image at its size: short side ->
+    ``min_size``, long side <= ``max_size``."""
+    h, w = int(size[0]), int(size[1])
+    spec = {
+        "name": "maskrcnn",
+        "num_classes": int(num_classes),
+        "backbone": backbone,
+        "min_size": min(h, w),
+        "max_size": max(h, w),
+    }
+    spec.update(kwargs)
+    return spec
+
+
+def _local_file(weights: str | None) -> Path | None:
+    if not weights or weights in ("random", "none"):
+        return None
+    p = Path(weights)
+    if not p.exists():
+        raise DrivelabError("weights file not found (instance models never download weights)", p)
+    return p
+
+
+def load_local_weights(model: nn.Module, path: Path) -> int:
+    """Load a whole-model, backbone-only or drivelab-checkpoint state dict; returns tensors loaded.
+
+    Tensors whose shape differs (e.g. a COCO head with 91 classes) are skipped, so a COCO
+    Mask R-CNN fine-tunes onto tote classes."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
+    if isinstance(obj, dict) and obj.get("format") == "drivelab-checkpoint":
+        obj = obj["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise DrivelabError("weights file holds no state dict", path)
+    own = model.state_dict()
+    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    best: dict = {}
+    # Whole model; ImageNet ResNet (body only); ImageNet MobileNet (``features.N`` inside body).
+    for mapper in (
+        lambda k: k,
+        partial(str.__add__, "backbone.body."),
+        lambda k: "backbone.body." + k.removeprefix("features."),
+    ):
+        mapped = {mapper(k): v for k, v in state.items()}
+        hits = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
+        if len(hits) > len(best):
+            best = hits
+    if not best:
+        raise DrivelabError("weights do not match this model (no parameter names/shapes in common)", path)
+    model.load_state_dict(best, strict=False)
+    return len(best)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

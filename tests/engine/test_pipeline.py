@@ -1,0 +1,249 @@
+"""embed -> map -> select -> prune -> audit end to end through the CLI on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from drivelab.engine.cli import register
+from drivelab.engine.table import load_table, read_name_list
+from drivelab.errors import DrivelabError
+from drivelab.io import read_rgb
+from drivelab.label.store import ReviewStore
+from tests.engine.conftest import make_set
+
+# The engine's verbs on their own app: the tests do not depend on the other pillars' CLIs.
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, (DrivelabError, SystemExit)):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Path:
+    """A pool dataset: 16 images, the last 6 without masks; every 4th image at night."""
+    return make_set(tmp_path_factory.mktemp("pool") / "comma10k", n=16, seed=5, night_every=4, unlabelled=6)
+
+
+@pytest.fixture(scope="module")
+def embedded(engine_run: Path, pool: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("emb") / "pool"
+    r = invoke("embed", engine_run, pool, "--out", out, "--batch-size", 4, "--chunk", 4)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_embed_table_contents(embedded: Path, pool: Path):
+    t = load_table(embedded)
+    assert len(t) == 16 and t.features.shape[0] == 16 and np.isfinite(t.features).all()
+    assert t.meta["classes"][0] == "road" and t.meta["feature_dim"] == t.features.shape[1]
+    df = t.df
+    labelled = df["labelled"].to_numpy()
+    assert labelled.sum() == 10
+    assert df.loc[labelled, "loss"].gt(0).all() and df.loc[~labelled, "loss"].isna().all()
+    assert df["entropy"].between(0, 1).all() and df["margin"].between(0, 1).all()
+    shares = df.loc[labelled, [c for c in df.columns if c.startswith("share_")]].sum(axis=1)
+    assert np.allclose(shares, 1.0)
+    # night images (every 4th) are darker than day images
+    night = np.array([i % 4 == 3 for i in range(16)])
+    assert df["brightness"][night].max() < df["brightness"][~night].min()
+    assert (embedded / df["pred_path"].iloc[0]).exists()
+
+
+def test_embed_resumes_and_refuses_another_model(
+    embedded: Path, engine_run: Path, pool: Path, tmp_path: Path
+):
+    out = tmp_path / "resume"
+    shutil.copytree(embedded, out)
+    chunks = sorted((out / "chunks").glob("part-*.parquet"))
+    assert len(chunks) == 4  # 16 images in chunks of 4
+    # Simulate a crash before the last chunk landed: only that chunk's images are redone.
+    chunks[-1].unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in chunks[:-1]}
+    r = invoke("embed", engine_run, pool, "--out", out, "--chunk", 4)
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.stat().st_mtime_ns for p in chunks[:-1]} == before
+    a, b = load_table(embedded), load_table(out)
+    assert a.names == b.names and np.allclose(a.features, b.features, atol=1e-5)
+    # A checkpoint of another class set is refused with a one-line reason.
+    ckpt = torch.load(engine_run / "best.pt", weights_only=False)
+    ckpt["schema"]["classes"] = ckpt["schema"]["classes"][:4]
+    ckpt["model_spec"]["num_classes"] = 4
+    ckpt["model"] = {k: (v[:4] if k.startswith("net.head") else v) for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "other.pt")
+    r = invoke("embed", tmp_path / "other.pt", pool, "--out", tmp_path / "x")
+    assert isinstance(r.exception, DrivelabError) and "class mismatch" in str(r.exception)
+    # The same folder with another model: refused unless --overwrite.
+    other_run = tmp_path / "copy.pt"
+    shutil.copy(engine_run / "best.pt", other_run)
+    r = invoke("embed", other_run, pool, "--out", out)
+    assert isinstance(r.exception, DrivelabError) and "another model or dataset" in str(r.exception)
+
+
+def test_map_writes_html_png_and_cluster_summary(embedded: Path, tmp_path: Path):
+    r = invoke("map", embedded, "--out", tmp_path / "map.html", "--projection", "umap", "--k", 2)
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "map.html").read_text()
+    assert "Plotly" in html and not re.search(r"<script[^>]+src=[\"']https?:", html)  # works offline
+    assert read_rgb(tmp_path / "map.png").shape[2] == 3
+    summary = pd.read_csv(tmp_path / "map_clusters.csv")
+    assert summary["size"].sum() == 16 and {"mean_loss", "mean_iou_road"} <= set(summary.columns)
+    pts = pd.read_parquet(tmp_path / "map_points.parquet")
+    assert len(pts) == 16 and pts[["x", "y"]].notna().all().all()
+    assert len(list((tmp_path / "map_files").glob("*.jpg"))) == 16
+    r = invoke("map", embedded, "--out", tmp_path / "bad.html", "--projection", "pca", "--color", "nonsense")
+    assert isinstance(r.exception, DrivelabError) and "cannot colour by" in str(r.exception)
+
+
+def test_map_with_nan_features_is_explicit(embedded: Path, tmp_path: Path):
+    folder = tmp_path / "nan"
+    shutil.copytree(embedded, folder)
+    feats = np.load(folder / "features.npy")
+    feats[[0, 5]] = np.nan
+    np.save(folder / "features.npy", feats)
+    r = invoke("map", folder, "--out", tmp_path / "nan.html", "--projection", "pca", "--no-thumbs")
+    assert r.exit_code == 0, r.output
+    assert "2 of 16 images have NaN/inf features" in (tmp_path / "nan.html").read_text()
+    assert len(pd.read_parquet(tmp_path / "nan_points.parquet")) == 14
+    # select with kcenter skips them; a budget bigger than what is left fails clearly
+    r = invoke("select", folder, "--budget", 3, "--strategy", "kcenter", "--out", tmp_path / "s.txt")
+    assert r.exit_code == 0, r.output
+    chosen = read_name_list(tmp_path / "s.txt")
+    names = load_table(folder).names
+    assert names[5] not in chosen and len(chosen) == 3
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "kcenter", "combined"])
+def test_select_strategies_choose_unlabelled(embedded: Path, tmp_path: Path, strategy: str):
+    out = tmp_path / "next.txt"
+    r = invoke("select", embedded, "--budget", 4, "--strategy", strategy, "--out", out)
+    assert r.exit_code == 0, r.output
+    names = read_name_list(out)
+    df = load_table(embedded).df.set_index("name")
+    assert len(names) == 4 and len(set(names)) == 4
+    assert not df.loc[names, "labelled"].any()
+    if strategy == "entropy":
+        pool = df[~df["labelled"]]["entropy"]
+        assert set(names) == set(pool.sort_values(ascending=False).index[:4])
+
+
+def test_select_bad_input_and_queue(embedded: Path, pool: Path, tmp_path: Path):
+    r = invoke("select", embedded, "--budget", 7, "--out", tmp_path / "a.txt")
+    assert isinstance(r.exception, DrivelabError) and "larger than the pool (6" in str(r.exception)
+    everything = tmp_path / "all.txt"
+    everything.write_text("\n".join(load_table(embedded).names))
+    r = invoke("select", embedded, "--budget", 1, "--labelled", everything, "--out", tmp_path / "b.txt")
+    assert isinstance(r.exception, DrivelabError) and "pool is empty" in str(r.exception)
+    # queue into the label store, best first
+    store_root = tmp_path / "store"
+    r = invoke(
+        "select",
+        embedded,
+        "--budget",
+        3,
+        "--strategy",
+        "entropy",
+        "--out",
+        tmp_path / "q.txt",
+        "--queue",
+        "--dataset",
+        store_root,
+    )
+    assert r.exit_code == 0, r.output
+    names = read_name_list(tmp_path / "q.txt")
+    recs = {rec["name"]: rec for rec in ReviewStore(store_root).list()}
+    assert set(recs) == set(names) and all(recs[n]["status"] == "unlabelled" for n in names)
+    assert recs[names[0]]["priority"] > recs[names[-1]]["priority"]
+
+
+def test_prune_keeps_fraction_and_reports(embedded: Path, tmp_path: Path):
+    r = invoke("prune", embedded, "--keep", 0.5, "--out", tmp_path / "p", "--k", 3, "--by", "entropy")
+    assert r.exit_code == 0, r.output
+    kept, dropped = (
+        read_name_list(tmp_path / "p" / "kept.txt"),
+        read_name_list(tmp_path / "p" / "dropped.txt"),
+    )
+    assert len(kept) + len(dropped) == 16 and not set(kept) & set(dropped)
+    report = pd.read_csv(tmp_path / "p" / "prune_report.csv")
+    assert report["size"].sum() == 16 and report.loc[report["protected"], "dropped"].sum() == 0
+    assert len(kept) == 8  # the protected cluster fits in the budget, so the fraction is exact
+    per = pd.read_csv(tmp_path / "p" / "prune_samples.csv")
+    assert per["kept"].sum() == 8 and set(per.loc[per["kept"], "name"]) == set(kept)
+    r = invoke("prune", embedded, "--keep", 0, "--out", tmp_path / "q")
+    assert isinstance(r.exception, DrivelabError)
+
+
+def test_audit_ranks_a_corrupted_mask_first_and_pushes_it(
+    engine_run: Path, engine_data: Path, tmp_path: Path
+):
+    from drivelab.io import read_label, write_png
+    from drivelab.schema import comma10k
+
+    data = tmp_path / "audited"
+    shutil.copytree(engine_data, data)
+    schema = comma10k()
+    # The tiny model barely knows the scene, but it does know "my car" (the hood) is at the bottom:
+    # relabelling the hood as sky-like "undrivable" in one mask is a gross error.
+    victim = "030004.png"
+    rgb = read_rgb(data / "masks" / victim)
+    mask, _ = schema.encode_colors(rgb)
+    mask[mask == 4] = 0
+    write_png(data / "masks" / victim, schema.colorize(mask))
+    r = invoke("audit", engine_run, data, "--out", tmp_path / "audit", "--push", 2, "--top", 3)
+    assert r.exit_code == 0, r.output
+    ranked = pd.read_csv(tmp_path / "audit" / "audit.csv")
+    assert ranked["name"].iloc[0] == victim
+    assert ranked["score"].is_monotonic_increasing
+    assert (tmp_path / "audit" / "overlays" / "030004.jpg").exists()
+    assert read_label(tmp_path / "audit" / "suspects" / "030004.png").max() == 255
+    rec = ReviewStore(data).get(victim)
+    assert rec["status"] == "needs_fix" and rec["region"]["box"][3] > 50  # the box is at the hood (bottom)
+    assert len(ReviewStore(data).list(status="needs_fix")) == 2
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_map_opens_in_headless_chromium_without_errors(embedded: Path, tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    r = invoke("map", embedded, "--out", tmp_path / "m.html", "--projection", "pca", "--k", 2)
+    assert r.exit_code == 0, r.output
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tmp_path / "m.html").as_uri())
+        page.wait_for_selector("#map .scatterlayer .point", timeout=20000)
+        assert page.locator("#map .scatterlayer .point").count() == 16
+        # hover a dot: the thumbnail appears
+        box = page.locator("#map .scatterlayer .point").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function("document.getElementById('hover').style.display === 'block'", timeout=5000)
+        # click it: the panel shows the overlay image, and the image loads
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(
+            "(() => { const i = document.getElementById('detail');"
+            " return i && i.complete && i.naturalWidth > 0; })()",
+            timeout=5000,
+        )
+        # the colour dropdown restyles without errors
+        page.evaluate("Plotly.restyle('map', {'marker.color': [[1, 2, 3]]})")
+        browser.close()
+    assert errors == []
