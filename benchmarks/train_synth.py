@@ -37,8 +37,8 @@ def main() -> None:
 
     import pandas as pd
     import torch
-    from drivelab.data.synth import synth_dataset
 
+    from drivelab.data.synth import synth_dataset
     from drivelab.seg.config import load_config
     from drivelab.seg.evaluate import evaluate
     from drivelab.seg.trainer import train

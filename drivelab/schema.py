@@ -65,7 +65,7 @@ class ClassSchema:
         return lut
 
     def hex_colors(self) -> list[str]:
-        return ["#%02x%02x%02x" % c.color for c in self.classes]
+        return ["#{:02x}{:02x}{:02x}".format(*c.color) for c in self.classes]
 
     # -- mask conversions --------------------------------------------------
     def colorize(self, mask: np.ndarray) -> np.ndarray:
@@ -206,7 +206,7 @@ def cityscapes(classes: str | list[str] = "19", merge: dict[str, str] | None = N
     by_name = {row[0]: row for row in CITYSCAPES_LABELS}
     if classes == "19":
         lut = [255] * 256
-        for name, label_id, train_id, *_ in CITYSCAPES_LABELS:
+        for _name, label_id, train_id, *_ in CITYSCAPES_LABELS:
             lut[label_id] = train_id
         kept = sorted((row for row in CITYSCAPES_LABELS if row[2] != 255), key=lambda r: r[2])
         return ClassSchema(

@@ -66,7 +66,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ClassSchema, dict]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ClassSchema, dict]:
     """Checkpoint (or run folder) -> (model in eval mode on ``device``, schema, checkpoint dict)."""
     ckpt = read_checkpoint(path)
     schema = ClassSchema.from_dict(ckpt["schema"])
