@@ -44,12 +44,17 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def run(typer_app: typer.Typer) -> None:
+    """Run a typer app, printing DrivelabError as one line ``error: path: problem`` (exit 2)."""
     try:
-        app()
+        typer_app()
     except DrivelabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    run(app)
 
 
 if __name__ == "__main__":

@@ -105,17 +105,11 @@ def register(app: typer.Typer) -> None:
 
 def main() -> None:
     """Entry point of ``python -m drivelab.seg.cli`` (this pillar's verbs alone, e.g. under torchrun)."""
-    import sys
-
-    from drivelab.errors import DrivelabError
+    from drivelab.cli import run
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
     register(app)
-    try:
-        app()
-    except DrivelabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(app)
 
 
 if __name__ == "__main__":

