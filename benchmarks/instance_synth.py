@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def make_set(out: Path, n: int, size: tuple[int, int], seed: int) -> Path:
+def make_set(out: Path, n: int, size: tuple[int, int], seed: int, split: str) -> Path:
     from drivelab.data.synth import synth_dataset
 
-    return synth_dataset("coco", out, n=n, size=size, seed=seed)
+    return synth_dataset("coco", out, n=n, size=size, seed=seed, split=split)
 
 
 def calibrate(task, cfg, schema, steps: int = 4) -> float:
@@ -73,8 +73,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="instance_synth_"))
     size = (args.size, args.size)
-    train_root = make_set(out / "train", args.train, size, seed=1)
-    val_root = make_set(out / "val", args.val, size, seed=2)
+    train_root = make_set(out / "train", args.train, size, seed=1, split="train")
+    val_root = make_set(out / "val", args.val, size, seed=2, split="val")
     val = open_dataset(val_root)
     val_one, _ = split_reader(val, "val")
     print(
@@ -96,7 +96,9 @@ def main() -> None:
     budget = min(args.minutes, 15.0) * 60
     steps = max(10, int(budget / (per_step * 1.2)))  # ~20% for the periodic validations
     print(f"calibration: {per_step:.2f} s/step -> max_steps={steps}")
-    cfg = load_config("totes-synth", base + [f"max_steps={steps}", f"eval_every={max(1, steps // 3)}"])
+    # max_minutes stops training at the budget even when the CPU gets slower than calibrated
+    cfg = load_config("totes-synth", base + [f"max_steps={steps}", f"eval_every={max(1, steps // 3)}",
+                                             f"max_minutes={budget / 60:.2f}"])
     t0 = time.perf_counter()
     run = train(cfg, progress=True)
     train_s = time.perf_counter() - t0

@@ -164,3 +164,11 @@ def test_synth_json_describes_every_sample(tmp_path: Path) -> None:
     for s in reader:  # "movable" pixels exist exactly when cars or people were drawn
         a = meta["samples"][s.name]
         assert ((s.mask == 3).any()) == (a["cars"] + a["people"] > 0)
+
+
+@pytest.mark.parametrize("fmt", ["cityscapes", "bdd100k", "coco"])
+def test_split_option_puts_every_sample_in_one_split(tmp_path: Path, fmt: str) -> None:
+    reader = open_dataset(synth_dataset(fmt, tmp_path / fmt, n=6, size=SIZE, seed=0, split="val"))
+    assert len(reader) == 6 and {it.split for it in reader.items} == {"val"}
+    with pytest.raises(DrivelabError, match="names"):
+        synth_dataset("comma10k", tmp_path / "c", n=2, size=SIZE, split="val")

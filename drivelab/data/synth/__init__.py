@@ -37,11 +37,14 @@ def synth_dataset(
     seed: int = 0,
     progress: bool = False,
     workers: int | None = None,
+    split: str | None = None,
     **options: Any,
 ) -> Path:
     """Write ``n`` synthetic samples of ``format`` under ``out``; returns ``out``.
 
-    ``size`` is (H, W). ``options`` tune content: driving scenes take ``cars``, ``people``,
+    ``size`` is (H, W). Every 5th sample goes to the val split unless ``split`` ("train" or "val")
+    puts them all in one (Cityscapes, BDD100K, COCO; comma10k's split is fixed by the names: those
+    ending in 9.png are val). ``options`` tune content: driving scenes take ``cars``, ``people``,
     ``poles`` (inclusive (min, max) counts), ``night`` (probability) and ``hood``; totes take
     ``objects`` and ``twin_rate``.
     """
@@ -52,9 +55,14 @@ def synth_dataset(
     size = tuple(size or DEFAULT_SIZE[format])
     if len(size) != 2 or min(size) < 16:
         raise DrivelabError(f"size must be (H, W) with both >= 16, got {size}")
+    if split not in (None, "train", "val"):
+        raise DrivelabError(f"split must be 'train' or 'val', got {split!r}")
+    if split and format == "comma10k":
+        raise DrivelabError("comma10k's split comes from the names (ending in 9.png: val); drop split=")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     writer = _WRITERS[format](out, size, seed, options)
+    writer.split = (lambda i: split) if split else _split
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(writer.write, range(n))
@@ -78,6 +86,7 @@ class _SceneWriter:
 
     def __init__(self, out: Path, size: tuple[int, int], seed: int, options: dict) -> None:
         self.out, self.size, self.seed = out, size, seed
+        self.split: Callable[[int], str] = _split
         try:
             self.opts = SceneOptions(**options)
         except TypeError as e:
@@ -132,7 +141,7 @@ class CityscapesWriter(_SceneWriter):
     schema = schemas.cityscapes("30")
 
     def save(self, i: int, scene: Scene) -> str:
-        split = _split(i)
+        split = self.split(i)
         cities = CITIES[split]
         city = cities[i % len(cities)]
         stem = f"{city}_{self.seed:06d}_{i:06d}"
@@ -167,7 +176,7 @@ class Bdd100kWriter(_SceneWriter):
 
         from drivelab.io import write_image
 
-        split = _split(i)
+        split = self.split(i)
         stem = f"{self.seed:08x}-{i:08x}"  # BDD names look like 0a0a0b1a-7c39d841
         image = Image.fromarray(scene.image)
         write_image(self.out / "images" / "10k" / split / f"{stem}.jpg", image, quality=92)
@@ -184,6 +193,7 @@ class CocoToteWriter:
 
     def __init__(self, out: Path, size: tuple[int, int], seed: int, options: dict) -> None:
         self.out, self.size, self.seed = out, size, seed
+        self.split: Callable[[int], str] = _split
         try:
             self.opts = ToteOptions(**options)
         except TypeError as e:
@@ -213,7 +223,7 @@ class CocoToteWriter:
         for split in ("train", "val"):
             images, anns = [], []
             for r in records:
-                if _split(r["i"]) != split:
+                if self.split(r["i"]) != split:
                     continue
                 image_id = r["i"] + 1
                 images.append({"id": image_id, **r["image"]})
