@@ -109,12 +109,18 @@ def synth_cmd(
     n: int = typer.Option(100, "--n", "-n", help="Number of samples."),
     size: str = typer.Option(None, "--size", help="Image size HxW (default: the format's synth default)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; sample i depends only on (seed, i)."),
+    split: str = typer.Option(None, "--split", help="Put every sample in one split, train or val (default: "
+                              "every 5th is val; comma10k: names ending 9.png are val)."),
+    night: float = typer.Option(None, "--night", help="Driving scenes: share of night scenes, 0..1 (a rare "
+                                "domain for data-engine studies; synth.json lists them)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a procedural dataset with exact labels in a native layout (driving scenes or totes)."""
     from drivelab.data.synth import synth_dataset
 
-    root = synth_dataset(format, out, n=n, size=parse_size(size), seed=seed, progress=not quiet)
+    options = {} if night is None else {"night": night}
+    root = synth_dataset(format, out, n=n, size=parse_size(size), seed=seed, progress=not quiet, split=split,
+                         **options)
     _console().print(f"wrote {n} synthetic {format} samples to {root}")
 
 
