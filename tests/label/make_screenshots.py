@@ -11,60 +11,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from drivelab.data.synth import synth_dataset  # noqa: E402
 from drivelab.label.app import create_app  # noqa: E402
 from drivelab.label.cli import free_port  # noqa: E402
 from drivelab.label.store import ReviewStore  # noqa: E402
-from drivelab.schema import comma10k  # noqa: E402
 
 H, W = 240, 320
 
 
-def scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A road scene drawn from its own mask: sky/verge (undrivable), road, lanes, cars, hood."""
-    mask = np.full((H, W), 2, np.uint8)
-    horizon = int(rng.integers(95, 115))
-    vx = W // 2 + int(rng.integers(-30, 30))
-    yy, xx = np.mgrid[0:H, 0:W]
-    t = np.clip((yy - horizon) / (H - horizon), 0, 1)
-    road = (yy > horizon) & (np.abs(xx - vx) < 4 + t * W * 0.75)
-    mask[road] = 0
-    for off in (-0.33, 0.33):
-        lane = road & (np.abs(xx - (vx + off * t * W * 0.9)) < 0.5 + t * 3) & ((yy // 12) % 2 == 0)
-        mask[lane] = 1
-    for _ in range(int(rng.integers(1, 4))):
-        cy = int(rng.integers(horizon + 10, horizon + 60))
-        s = (cy - horizon) / (H - horizon)
-        cw, ch = int(20 + 90 * s), int(14 + 60 * s)
-        cx = int(vx + rng.uniform(-0.5, 0.5) * s * W)
-        mask[max(0, cy - ch):cy, max(0, cx - cw // 2):cx + cw // 2] = 3
-    hood = ((xx - W / 2) / (W * 0.7)) ** 2 + ((yy - H * 1.08) / (H * 0.2)) ** 2 < 1
-    mask[hood] = 4
-
-    colors = np.array([[92, 92, 98], [235, 235, 225], [110, 140, 90], [170, 40, 40], [30, 32, 38]], float)
-    img = colors[mask]
-    sky = (yy < horizon) & (mask == 2)
-    img[sky] = np.stack([120 + 0.5 * yy[sky], 160 + 0.4 * yy[sky], 225 + 0 * yy[sky]], -1)
-    img += rng.normal(0, 9, img.shape)
-    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
-    return np.asarray(pil), mask
-
-
 def build(root: Path, n: int = 8) -> Path:
-    rng = np.random.default_rng(7)
-    schema = comma10k()
-    (root / "imgs").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        img, mask = scene(rng)
-        name = f"{i:04d}_a1b2c3d4e5f6a7b8_2018-09-{10 + i:02d}--10-00-00_{i}_{300 + 37 * i}{i}.png"
-        Image.fromarray(img).save(root / "imgs" / name)
-        if i != 5:
-            Image.fromarray(schema.colorize(mask)).save(root / "masks" / name)
+    """A synthetic comma10k set; one image (the 6th) without a mask, as in a labelling backlog."""
+    synth_dataset("comma10k", root, n=n, size=(H, W), seed=7)
+    (root / "files_trainable").unlink()  # it would hide the image whose mask is removed
+    sorted((root / "masks").iterdir())[5].unlink()
     return root
 
 
