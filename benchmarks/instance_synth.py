@@ -54,6 +54,7 @@ def row(label: str, m: dict) -> str:
 
 
 def main() -> None:
+    import pandas as pd
     import torch
 
     from drivelab.data import open_dataset
@@ -104,7 +105,8 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     after = evaluate_instances(run / "best.pt", val_root, out / "eval", split="val", progress=False)
 
-    print(f"\ntrained {steps} steps (batch {cfg.batch_size}) in {train_s / 60:.1f} min; run {run}")
+    done = int(pd.read_csv(run / "metrics.csv")["step"].max())  # max_minutes may stop it early
+    print(f"\ntrained {done} steps (batch {cfg.batch_size}) in {train_s / 60:.1f} min; run {run}")
     print(
         "\n| model | mask AP | AP50 | AP75 | box AP | predictions | under (preds / images) "
         "| over (objects / images) |"
