@@ -1,11 +1,12 @@
 """Benchmark the vq codecs on the shared real commaVQ half segment (600 frames).
 
-    python benchmarks/vq_compress.py [--gpt-steps 600] [--skip-gpt]
+    python benchmarks/vq_compress.py [--gpt-steps 600] [--skip-gpt] [--prior-steps 5000] [--skip-prior]
 
 Rates use the challenge's formula: frames x 128 x 10/8 bytes / compressed bytes.
 Rows: lzma (challenge recipe), zpaq level 5 (single thread, transposed int16, as a peer),
 ``context`` on all 600 frames and on frames 300-599, and ``gpt`` whose prior is trained only
-on frames 0-299 and scored on frames 300-599 (rate with and without its weights).
+on frames 0-299 and scored on frames 300-599 (rate with and without its weights), and ``prior``
+(the small neighbourhood predictor, adapted while coding) trained and scored the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpt-steps", type=int, default=600)
     ap.add_argument("--skip-gpt", action="store_true")
+    ap.add_argument("--prior-steps", type=int, default=5000)
+    ap.add_argument("--skip-prior", action="store_true")
     args = ap.parse_args()
     tokens = np.load(DATA)
     second = tokens[300:]
@@ -104,6 +107,26 @@ def main() -> None:
                     embed=False,
                 )
             )
+    if not args.skip_prior:
+        import torch
+
+        from drivelab.vq.prior import save_prior, train_prior
+
+        torch.set_num_threads(1)
+        t = time.perf_counter()
+        # frames 0-299 only: 0-269 train, 270-299 pick the best weights
+        model, bits = train_prior([tokens.reshape(-1, 128)[:300].astype(np.int64)], steps=args.prior_steps)
+        print(
+            f"prior: {sum(p.numel() for p in model.parameters())} params, trained in "
+            f"{time.perf_counter() - t:.0f}s on frames 0-269, val (270-299) {bits:.3f} bits/token"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "prior.pt"
+            save_prior(ckpt, model)
+            for embed in (True, False):
+                label = "weights in archive" if embed else "weights not counted"
+                rows.append(_row(f"prior ({label}), frames 300-599", second, "prior", model_path=ckpt,
+                                 embed=embed))
     print()
     print("| codec | rate | compress tok/s | decompress tok/s | bytes |")
     print("|---|---:|---:|---:|---:|")

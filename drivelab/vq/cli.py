@@ -13,13 +13,16 @@ from drivelab.errors import DrivelabError
 
 app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
 
-CODEC_HELP = "Codec: lzma (challenge baseline), context (adaptive context mixing), gpt (GPT prior)."
+CODEC_HELP = ("Codec: lzma (challenge baseline), context (adaptive context mixing), gpt (GPT prior), "
+              "prior (small neighbourhood predictor adapted while coding).")
 
 
 def _options(codec: str, model: Path | None, context: int, embed: bool) -> dict:
-    if codec != "gpt":
-        return {}
-    return {"model_path": model, "context": context, "embed": embed}
+    if codec == "gpt":
+        return {"model_path": model, "context": context, "embed": embed}
+    if codec == "prior":
+        return {"model_path": model, "embed": embed}
+    return {}
 
 
 @app.command()
@@ -27,9 +30,10 @@ def compress(
     src: Path = typer.Argument(..., help="A token segment (.npy), a folder of them, or a .tar shard."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (one segment) or folder (many)."),
     codec: str = typer.Option("context", help=CODEC_HELP),
-    model: Path | None = typer.Option(None, help="gpt codec: checkpoint from `drivelab vq train`."),
+    model: Path | None = typer.Option(None, help="gpt / prior codec: checkpoint from `drivelab vq train` / "
+                                   "`drivelab vq train-prior`."),
     context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
-    embed: bool = typer.Option(True, help="gpt codec: store the (fp16) weights in the file."),
+    embed: bool = typer.Option(True, help="gpt / prior codec: store the (fp16) weights in the file."),
     shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of a folder (i/n), for clusters."),
     workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
 ) -> None:
@@ -101,7 +105,8 @@ def submission(
     tokens_dir: Path = typer.Argument(..., help="Folder (or .tar shard) of token segments to compress."),
     out: Path = typer.Option(Path("submission.zip"), "--out", "-o", help="The zip to write."),
     codec: str = typer.Option("context", help=CODEC_HELP),
-    model: Path | None = typer.Option(None, help="gpt codec: checkpoint from `drivelab vq train`."),
+    model: Path | None = typer.Option(None, help="gpt / prior codec: checkpoint from `drivelab vq train` / "
+                                   "`drivelab vq train-prior`."),
     context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
     workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
 ) -> None:
@@ -183,6 +188,44 @@ def train(
     model, bits = run(tr, va, cfg, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
     bar.close()
     save_checkpoint(out, model, {"val_bits_per_token": bits})
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"{out}: {n} parameters, validation {bits:.3f} bits/token")
+
+
+@app.command("train-prior")
+def train_prior_cmd(
+    tokens_dir: Path = typer.Argument(..., help="Token segments (.npy file, folder, or .tar shard)."),
+    out: Path = typer.Option(Path("vq_prior.pt"), "--out", "-o", help="Checkpoint to write (fp16)."),
+    steps: int = typer.Option(5000, help="Optimiser steps (batch 512 tokens)."),
+    width: int = typer.Option(16, help="Token embedding width."),
+    hidden: int = typer.Option(64, help="MLP width."),
+    lr: float = typer.Option(2e-3, help="AdamW learning rate."),
+    val_frac: float = typer.Option(0.1, help="Fraction of frames (at the end) that picks the best weights."),
+    train_frames: str = typer.Option("", help="Use only frames a:b of every segment (e.g. 0:300)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train the small neighbourhood prior of the `prior` codec; report validation bits/token."""
+    import torch
+    from tqdm import tqdm
+
+    from drivelab.vq.prior import PriorConfig, save_prior, train_prior
+    from drivelab.vq.tokens import iter_segments
+
+    torch.set_num_threads(1)
+    segs = [s.flat.astype("int64") for s in iter_segments(tokens_dir)]
+    if train_frames:
+        a, b = (int(v) if v else None for v in train_frames.split(":"))
+        segs = [s[a:b] for s in segs]
+    bar = tqdm(total=steps, desc="train-prior")
+
+    def log(step: int, bits: float) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(val_bits=f"{bits:.3f}")
+
+    model, bits = train_prior(segs, PriorConfig(width=width, hidden=hidden), steps=steps, lr=lr,
+                              val_frac=val_frac, seed=seed, log=log)
+    bar.close()
+    save_prior(out, model, {"val_bits_per_token": bits})
     n = sum(p.numel() for p in model.parameters())
     typer.echo(f"{out}: {n} parameters, validation {bits:.3f} bits/token")
 

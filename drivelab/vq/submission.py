@@ -32,7 +32,7 @@ import numpy as np
 
 from drivelab.errors import DrivelabError
 from drivelab.io import write_bytes
-from drivelab.vq import api
+from drivelab.vq import api, container
 from drivelab.vq.tokens import Segment, iter_segments
 
 # the drivelab files that decoding imports (all codecs), relative to the package root's parent
@@ -51,6 +51,8 @@ SHIPPED_SOURCES = (
     "drivelab/vq/codecs/gpt.py",
     "drivelab/vq/codecs/lzma_codec.py",
 )
+# shipped only when a segment uses that codec (each file counts against the rate)
+CODEC_SOURCES = {"prior": ("drivelab/vq/prior.py", "drivelab/vq/codecs/prior.py")}
 # PyPI packages decoding needs (the challenge allows pip installs in decompress.py)
 REQUIREMENTS = ("numpy", "numba", "constriction", "pillow")
 
@@ -130,10 +132,13 @@ def write_submission(out: str | Path, compressed: Iterable[tuple[str, bytes]]) -
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         # source deflates well; the payloads are already entropy coded
         zf.writestr("decompress.py", DECOMPRESS_PY, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-        for rel in SHIPPED_SOURCES:
-            zf.write(root / rel, rel, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+        used: set[str] = set()
         for name, data in compressed:
             zf.writestr(f"data/{name}.dlvq", data)
+            used.add(container.unpack(data, name)[0].codec)
+        extra = [rel for codec in sorted(used) for rel in CODEC_SOURCES.get(codec, ())]
+        for rel in (*SHIPPED_SOURCES, *extra):
+            zf.write(root / rel, rel, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
     write_bytes(out, buf.getvalue())
     return len(buf.getvalue())
 

@@ -16,8 +16,8 @@ from drivelab.errors import DrivelabError
 Encode = Callable[..., tuple[bytes, dict[str, Any]]]
 Decode = Callable[[bytes, dict[str, Any], int], np.ndarray]
 
-NAMES = ("lzma", "context", "gpt")
-VERSIONS = {"lzma": 1, "context": 1, "gpt": 1}
+NAMES = ("lzma", "context", "gpt", "prior")
+VERSIONS = {"lzma": 1, "context": 1, "gpt": 1, "prior": 1}
 
 
 def get(name: str) -> tuple[Encode, Decode]:
@@ -27,6 +27,8 @@ def get(name: str) -> tuple[Encode, Decode]:
         from drivelab.vq.codecs import context as mod
     elif name == "gpt":
         from drivelab.vq.codecs import gpt as mod
+    elif name == "prior":
+        from drivelab.vq.codecs import prior as mod
     else:
         raise DrivelabError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
     return mod.encode, mod.decode
