@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,10 +119,10 @@ def test_paint_fill_polygon_save_pixel_exact(served, page):
     diff = np.argwhere(saved != mask)
     assert len(diff) == 0, f"{len(diff)} pixels differ, first (y, x) {diff[:5].tolist()}"
 
-    # The app's validator agrees (when the data pillar's validate exists).
-    try:
-        from drivelab.data.validate import validate_dataset
-    except ImportError:
-        return
-    report = validate_dataset(root)
-    assert not getattr(report, "errors", None), report
+    # `drivelab validate` finds nothing wrong with the saved mask (the set's one unlabelled image is
+    # reported as missing its mask, which is the backlog the fixture made, not this file's doing)
+    from drivelab.data.validate import validate_dataset
+
+    report = validate_dataset(root, progress=False)
+    about_saved = [str(p) for p in report.problems if Path(p.path).name == item.image_path.name]
+    assert report.checked > 0 and not about_saved, about_saved
