@@ -50,6 +50,7 @@ SHIPPED_SOURCES = (
     "drivelab/vq/codecs/context.py",
     "drivelab/vq/codecs/gpt.py",
     "drivelab/vq/codecs/lzma_codec.py",
+    "drivelab/vq/codecs/weights.py",
 )
 # shipped only when a segment uses that codec (each file counts against the rate)
 CODEC_SOURCES = {"prior": ("drivelab/vq/prior.py", "drivelab/vq/codecs/prior.py")}

@@ -98,27 +98,13 @@ def encode(
 
 
 def decode(payload: bytes, extra: dict[str, Any], frames: int) -> np.ndarray:
-    import torch
-
+    from drivelab.vq.codecs.weights import check_torch_version, split_weights
     from drivelab.vq.prior import load_prior
 
-    if extra.get("torch") != torch.__version__:
-        raise DrivelabError(
-            f"encoded with torch {extra.get('torch')}, this is {torch.__version__}; "
-            "the prior's probabilities are only reproducible on the same version"
-        )
-    n = int(extra["weights_len"])
-    if n:
-        weights = payload[:n]
-    else:
-        path = Path(extra["model_path"])
-        if not path.is_file():
-            raise DrivelabError("archive needs external prior weights that are not there", path)
-        weights = path.read_bytes()
-    if sha256(weights) != extra["weights_sha256"]:
-        raise DrivelabError("prior weights do not match the ones used for encoding")
+    check_torch_version(extra)
+    weights, data = split_weights(payload, extra, lambda path: path.read_bytes())
     model = load_prior(weights)
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload[n:], dtype="<u4").astype(np.uint32))
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     x = np.zeros((frames, 128), dtype=np.int64)
     _code(model, x, float(extra["lr"]), decoder=dec)
     return x.astype(np.int16)
