@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": False})
     def train(
         config: str = typer.Argument(..., help="Preset name (comma10k, cityscapes19, cityscapes29, "
-                                     "bdd100k, synth), a YAML config file, or a run folder (with --resume)."),
+                                     "bdd100k, synth; instance: armbench, totes-synth), a YAML config file, "
+                                     "or a run folder (with --resume)."),
         overrides: list[str] = typer.Argument(None, help="Config overrides key=value (YAML values; dotted "
                                               "keys reach into dicts: model_kwargs.base=16)."),
         data: str | None = typer.Option(None, help="Dataset root (same as data=PATH)."),
