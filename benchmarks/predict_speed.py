@@ -28,8 +28,9 @@ import torch
 from PIL import Image
 
 from drivelab.schema import comma10k
-from drivelab.seg.export import export_onnx, quantize_onnx
 from drivelab.seg.inference import Predictor
+from drivelab.seg.onnx import export_onnx
+from drivelab.seg.onnx import quantize as quantize_onnx
 from drivelab.seg.predict import predict
 from drivelab.video import read_frames, write_video
 

@@ -1,18 +1,18 @@
-"""The one drivelab command line. Each pillar registers its own verbs; this file only
-assembles them and turns DrivelabError into a one-line message."""
+"""The one drivelab command line. Each pillar's ``cli`` module declares its verbs as module-level
+functions and adds them with ``register(app)``; this file only assembles them. Shared option
+names, output and errors live in ``drivelab.cliutil``."""
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from drivelab.errors import DrivelabError
+from drivelab.cliutil import VQ, run
 
 app = typer.Typer(
     name="drivelab",
     help="Driving-scene and robot perception data: datasets, labelling, segmentation, data engine, "
-    "commaVQ tokens.",
+    "commaVQ tokens. Every verb speaks the same options (--out, --device, --batch, --workers, "
+    "--size HxW, --json; name=value works too).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -21,36 +21,20 @@ app = typer.Typer(
 
 def _register() -> None:
     # Pillar modules import only typer at module level; heavy imports happen inside commands,
-    # so `drivelab --help` stays fast.
+    # so `drivelab --help` does not import torch.
     from drivelab import demo
     from drivelab.data import cli as data_cli
     from drivelab.engine import cli as engine_cli
     from drivelab.label import cli as label_cli
     from drivelab.seg import cli as seg_cli
-    from drivelab.seg import predict_cli
-    from drivelab.seg.instance import cli as instance_cli
-    from drivelab.vq.cli import app as vq_app
+    from drivelab.vq import cli as vq_cli
 
-    demo.register(app)
-    data_cli.register(app)
-    seg_cli.register(app)
-    predict_cli.register(app)
-    instance_cli.register(app)
-    label_cli.register(app)
-    engine_cli.register(app)
-    app.add_typer(vq_app, name="vq")
+    for pillar in (demo, data_cli, label_cli, seg_cli, engine_cli):
+        pillar.register(app)
+    app.add_typer(vq_cli.app, name="vq", rich_help_panel=VQ)
 
 
 _register()
-
-
-def run(typer_app: typer.Typer) -> None:
-    """Run a typer app, printing DrivelabError as one line ``error: path: problem`` (exit 2)."""
-    try:
-        typer_app()
-    except DrivelabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:

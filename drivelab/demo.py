@@ -84,17 +84,21 @@ def _train_config(data: Path, runs: Path, plan: DemoPlan) -> Any:
 
 
 def _evaluate(run: Path, heldout: Path) -> dict[str, float]:
-    """Held-out metrics from ``drivelab.seg.evaluate`` (also written under ``<run>/eval/``)."""
+    """Held-out metrics from ``drivelab.seg.evaluate`` (also written under ``<run>/eval/``), in
+    drivelab's convention: mIoU, pixel accuracy, mean class accuracy, CE per real pixel, IoU per
+    class."""
     from drivelab.seg.evaluate import evaluate
 
-    summary = evaluate(run, heldout, progress=False)
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    m = evaluate(run, heldout, progress=False)
+    flat = {k: m[k] for k in ("miou", "pixel_acc", "mean_acc", "ce", "n_images")}
+    flat.update({f"iou {c}": v for c, v in m["iou"].items()})
+    return flat
 
 
 def _samples(predictor: Any, reader: Any, n: int = 6) -> list[tuple[str, Any]]:
     import numpy as np
 
-    from drivelab.seg.predict import Painter
+    from drivelab.painter import Painter
 
     painter = Painter(predictor.schema, opacity=0.55, legend=False)
     items = []
@@ -116,8 +120,8 @@ def run_demo(out: Path, plan: DemoPlan, clip: Path | None = None, echo: Any = pr
     from drivelab.data.synth import synth_dataset
     from drivelab.data.validate import validate_dataset
     from drivelab.errors import DrivelabError
-    from drivelab.seg.export import export_onnx
     from drivelab.seg.inference import Predictor
+    from drivelab.seg.onnx import export_onnx
     from drivelab.seg.predict import predict
     from drivelab.seg.trainer import train
 
@@ -189,24 +193,31 @@ def run_demo(out: Path, plan: DemoPlan, clip: Path | None = None, echo: Any = pr
     return path
 
 
+def demo(
+    out: Path = typer.Option(Path("drivelab-demo"), "--out", "-o", help="Folder for everything the demo "
+                             "writes."),
+    quick: bool = typer.Option(False, "--quick", help="A seconds-long run (tiny set, 2 training steps)."),
+    n: int | None = typer.Option(None, help="Number of synthetic training images."),
+    steps: int | None = typer.Option(None, help="Training steps (default: ~3 minutes on 2 CPU cores)."),
+    video: Path | None = typer.Option(None, help="Video to run the model on (default: the shared "
+                                                 "commaVQ clip when found, else a synthetic clip)."),
+    frames: int | None = typer.Option(None, help="Frames of the video to process."),
+) -> None:
+    """Run the whole loop on synthetic data: synthesise, validate, train, evaluate, predict, report."""
+    from drivelab import cliutil as cu
+
+    plan = DemoPlan.quick() if quick else DemoPlan()
+    if n is not None:
+        plan.n = n
+    if steps is not None:
+        plan.max_steps = steps
+    if frames is not None:
+        plan.video_frames = frames
+    path = run_demo(out, plan, clip=video, echo=cu.info)
+    cu.result(f"report: {path.resolve()}")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def demo(
-        out: Path = typer.Option(Path("drivelab-demo"), help="Folder for everything the demo writes."),
-        quick: bool = typer.Option(False, "--quick", help="A seconds-long run (tiny set, 2 training steps)."),
-        n: int | None = typer.Option(None, help="Number of synthetic training images."),
-        steps: int | None = typer.Option(None, help="Training steps (default: ~3 minutes on 2 CPU cores)."),
-        video: Path | None = typer.Option(None, help="Video to run the model on (default: the shared "
-                                                     "commaVQ clip when found, else a synthetic clip)."),
-        frames: int | None = typer.Option(None, help="Frames of the video to process."),
-    ) -> None:
-        """Run the whole loop on synthetic data: synthesise, validate, train, evaluate, predict, report."""
-        plan = DemoPlan.quick() if quick else DemoPlan()
-        if n is not None:
-            plan.n = n
-        if steps is not None:
-            plan.max_steps = steps
-        if frames is not None:
-            plan.video_frames = frames
-        path = run_demo(out, plan, clip=video, echo=typer.echo)
-        typer.echo(f"report: {path.resolve()}")
+    from drivelab.cliutil import START
+
+    app.command("demo", rich_help_panel=START)(demo)

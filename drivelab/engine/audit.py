@@ -141,7 +141,7 @@ def audit(
 
     from drivelab.engine.embed import load_batches, model_size, open_model_and_dataset, resolve_device
     from drivelab.io import write_image, write_json, write_png, write_table
-    from drivelab.seg.cache import resize_pair
+    from drivelab.seg.transforms import resize_pair
 
     out = Path(out)
     device = resolve_device(device)

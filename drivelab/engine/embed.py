@@ -187,9 +187,9 @@ def dataset_options(ckpt: dict, dataset: str | Path) -> dict:
 
 
 def model_size(ckpt: dict) -> tuple[int, int]:
-    from drivelab.seg.inference import training_size
+    from drivelab.seg.checkpoint import training_size
 
-    return training_size(ckpt) or (512, 1024)
+    return training_size(ckpt)
 
 
 def resolve_device(device: str) -> str:
@@ -207,8 +207,7 @@ def load_batches(
 
     Semantic: inputs resized to ``size`` and padded to /32, labels resized (nearest) the same way.
     Instance: inputs resized to ``size`` (the model pads itself), labels are instance counts."""
-    from drivelab.data.torchdata import pad_to_stride
-    from drivelab.seg.cache import resize_pair
+    from drivelab.seg.transforms import pad_to_stride, resize_pair
 
     def load(item: Item) -> tuple[np.ndarray, np.ndarray, Any]:
         image = reader.load_image(item)

@@ -15,24 +15,12 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from drivelab.data.sample import Reader
 from drivelab.io import atomic_write, write_json
 from drivelab.schema import IGNORE
-
-
-def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize an image (area when shrinking, bilinear when growing) and its mask (nearest) to (H, W)."""
-    h, w = size
-    if image.shape[:2] != (h, w):
-        shrink = image.shape[0] > h or image.shape[1] > w
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if mask is not None and mask.shape[:2] != (h, w):
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    return np.ascontiguousarray(image), mask
+from drivelab.seg.transforms import resize_pair
 
 
 def store_key(reader: Reader, size: tuple[int, int]) -> str:

@@ -1,6 +1,8 @@
 """Checkpoints carry everything needed to use a model: weights, the model spec, the
 ClassSchema and the run config. ``drivelab predict runs/NAME/best.pt video.mp4``
-needs nothing else.
+needs nothing else. This module is the one place that reads them: the format constant, the
+load (once per call: every function here takes a path, a run folder or an already-read dict),
+the task a checkpoint belongs to, its training size, and where a verb writes its outputs.
 
 Layout of a checkpoint (a dict saved with ``torch.save``, written atomically)::
 
@@ -28,10 +30,18 @@ from drivelab.io import save_torch
 from drivelab.schema import ClassSchema
 
 FORMAT = "drivelab-checkpoint"
+DEFAULT_TASK = "semantic"  # checkpoints written before tasks existed are semantic
+
+Source = str | Path | dict
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is a drivelab checkpoint dict."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, model_spec: dict, schema: ClassSchema,
-                    task: str = "semantic", config: dict | None = None, **state: Any) -> None:
+                    task: str = DEFAULT_TASK, config: dict | None = None, **state: Any) -> None:
     """Write a checkpoint atomically (see the module docstring for the layout)."""
     model = getattr(model, "module", model)  # unwrap DDP
     save_torch(path, {
@@ -46,38 +56,109 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, model_spec: dict, 
     })
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict, with a one-line error for anything that is not one."""
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
     path = Path(path)
-    if path.is_dir():  # a run folder: prefer best.pt
+    if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).exists():
-                path = path / name
-                break
+                return path / name
+    return path
+
+
+def read_checkpoint(source: Source, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint dict from a file, a run folder, or a dict already read (returned as is, so a
+    verb reads the file once and hands the dict down). One-line errors for anything else."""
+    if isinstance(source, dict):
+        if not is_checkpoint(source):
+            raise DrivelabError("not a drivelab checkpoint", source.get("path"))
+        return source
+    path = checkpoint_file(source)
     if not path.exists():
         raise DrivelabError("checkpoint not found", path)
+    if path.is_dir():
+        raise DrivelabError("no best.pt or last.pt in this folder", path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
         raise DrivelabError(f"cannot read checkpoint ({type(e).__name__}: {e})", path) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not is_checkpoint(ckpt):
         raise DrivelabError("not a drivelab checkpoint", path)
     ckpt["path"] = str(path)
     return ckpt
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, ClassSchema, dict]:
-    """Checkpoint (or run folder) -> (model in eval mode on ``device``, schema, checkpoint dict)."""
-    ckpt = read_checkpoint(path)
-    schema = ClassSchema.from_dict(ckpt["schema"])
+def task_of(ckpt: dict) -> str:
+    """The task a checkpoint belongs to: the only place the task string is read from one."""
+    return str(ckpt.get("task") or DEFAULT_TASK)
+
+
+def schema_of(ckpt: dict) -> ClassSchema:
+    return ClassSchema.from_dict(ckpt["schema"])
+
+
+def training_size(ckpt: dict) -> tuple[int, int]:
+    """The (H, W) the model was trained at (the last stage's), from the run config."""
+    size = (ckpt.get("config") or {}).get("size")
+    if size is None:
+        raise DrivelabError("the checkpoint records no training size; pass size=HxW", ckpt.get("path"))
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[0]), int(size[1]))
+
+
+def model_input(ckpt: dict) -> Any:
+    """The ``ModelInput`` (training size, resize rule) a semantic checkpoint's model expects."""
+    from drivelab.seg.transforms import ModelInput
+
+    return ModelInput(training_size(ckpt))
+
+
+def build_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model a checkpoint describes, with its weights, in eval mode on ``device``."""
+    from drivelab.seg.tasks import for_checkpoint
+
     spec = dict(ckpt["model_spec"])
-    if ckpt.get("task", "semantic") == "instance":
-        from drivelab.seg.instance.model import build_instance_model as build
-    else:
-        from drivelab.seg.models import build_model as build
     spec.pop("weights", None)  # weights come from the checkpoint, never downloaded again
-    model = build(**spec)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), schema, ckpt
+    model = for_checkpoint(ckpt).build_model(spec)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DrivelabError(f"weights do not fit the model the checkpoint describes ({first})",
+                            ckpt.get("path")) from None
+    return model.to(device).eval()
+
+
+def load_model(source: Source, device: str | torch.device = "cpu"
+               ) -> tuple[torch.nn.Module, ClassSchema, dict]:
+    """Checkpoint, run folder or dict -> (model in eval mode on ``device``, schema, checkpoint)."""
+    ckpt = read_checkpoint(source)
+    return build_from_checkpoint(ckpt, device), schema_of(ckpt), ckpt
+
+
+def expect_task(ckpt: dict, task: str, what: str) -> None:
+    """One-line error when ``what`` (a verb) is given a checkpoint of another task."""
+    if task_of(ckpt) != task:
+        raise DrivelabError(f"{what} needs a {task} checkpoint; this one is {task_of(ckpt)}",
+                            ckpt.get("path"))
+
+
+# --------------------------------------------------------------------------- run folders
+def run_dir(source: Source) -> Path:
+    """The run folder a checkpoint lives in (a run folder is its own)."""
+    if isinstance(source, dict):
+        return Path(source.get("path") or ".").parent
+    path = Path(source)
+    return path if path.is_dir() else path.parent
+
+
+def dataset_name(dataset: str | Path) -> str:
+    """How a dataset is named in output folders: its folder's name, or a COCO json's stem."""
+    path = Path(dataset).resolve()
+    return path.stem if path.is_file() else path.name
+
+
+def output_dir(source: Source, verb: str, dataset: str | Path) -> Path:
+    """Where a verb writes by default: ``<run>/<verb>/<dataset name>`` (eval, embed, audit ...)."""
+    return run_dir(source) / verb / dataset_name(dataset)

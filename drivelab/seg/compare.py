@@ -23,10 +23,9 @@ from drivelab.errors import DrivelabError
 def count_flops(model: torch.nn.Module, size: tuple[int, int], device: str | torch.device = "cpu") -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from drivelab.data.torchdata import STRIDE
+    from drivelab.seg.transforms import ModelInput
 
-    h, w = (-(-s // STRIDE) * STRIDE for s in size)
-    x = torch.rand(1, 3, h, w, device=device)
+    x = torch.rand(1, 3, *ModelInput(size).padded(*size), device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())
@@ -36,10 +35,9 @@ def count_flops(model: torch.nn.Module, size: tuple[int, int], device: str | tor
 def time_forward(model: torch.nn.Module, size: tuple[int, int], device: str | torch.device = "cpu",
                  repeats: int = 5) -> float:
     """Median milliseconds of one forward pass (batch 1, training size padded to 32)."""
-    from drivelab.data.torchdata import STRIDE
+    from drivelab.seg.transforms import ModelInput
 
-    h, w = (-(-s // STRIDE) * STRIDE for s in size)
-    x = torch.rand(1, 3, h, w, device=device)
+    x = torch.rand(1, 3, *ModelInput(size).padded(*size), device=device)
     model(x)  # warm-up
     times = []
     for _ in range(repeats):
@@ -53,17 +51,18 @@ def time_forward(model: torch.nn.Module, size: tuple[int, int], device: str | to
     return 1000 * statistics.median(times)
 
 
-def describe_run(run: str | Path, dataset: str | Path | None, device: str = "cpu", tta: bool = False,
+def describe_run(run: str | Path, dataset: str | Path | None, device: str = "auto", tta: bool = False,
                  repeats: int = 5) -> tuple[dict, Any]:
-    """One table row for a run folder or checkpoint, and its loaded model."""
-    from drivelab.seg.checkpoint import load_model
+    """One table row for a run folder or checkpoint, and its Predictor."""
+    from drivelab.seg.checkpoint import expect_task, read_checkpoint, training_size
+    from drivelab.seg.inference import Predictor
     from drivelab.seg.models import count_parameters
 
-    model, schema, ckpt = load_model(run, device)
-    if ckpt.get("task", "semantic") != "semantic":
-        raise DrivelabError("compare handles semantic checkpoints", ckpt.get("path"))
-    cfg = ckpt.get("config") or {}
-    size = tuple(cfg.get("size") or (512, 1024))
+    ckpt = read_checkpoint(run)
+    expect_task(ckpt, "semantic", "compare")
+    predictor = Predictor(ckpt, device=device, tta=tta, precision="fp32")
+    model, device = predictor.model, predictor.device
+    size = training_size(ckpt)
     spec = ckpt["model_spec"]
     row: dict[str, Any] = {
         "run": Path(ckpt["path"]).parent.name,
@@ -74,23 +73,23 @@ def describe_run(run: str | Path, dataset: str | Path | None, device: str = "cpu
         "ms_per_image": time_forward(model, size, device, repeats),
     }
     if dataset is not None:
-        from drivelab.seg.evaluate import evaluate
+        from drivelab.seg.evaluate import evaluate_checkpoint
 
-        metrics = evaluate(ckpt["path"], dataset, tta=tta, device=device, progress=False)
+        metrics = evaluate_checkpoint(ckpt, dataset, tta=tta, device=str(device), progress=False)
         row["source"] = f"{Path(dataset).name} ({metrics['split']}, {metrics['n_images']} images)"
     else:
-        metrics = ckpt.get("metrics") or {}
+        metrics = dict(ckpt.get("metrics") or {})
+        metrics["ce"] = metrics.get("loss", float("nan"))  # the trainer's validation CE per real pixel
         row["source"] = "validation in training"
-    for k in ("miou", "pixel_acc", "mean_acc", "loss"):
-        row[k if k != "loss" else "ce"] = float(metrics.get(k, float("nan")))
+    for k in ("miou", "pixel_acc", "mean_acc", "ce"):
+        row[k] = float(metrics.get(k, float("nan")))
     row["_ckpt"] = ckpt
-    return row, (model, schema, size)
+    return row, predictor
 
 
-def side_by_side(models: list[tuple[str, Any]], dataset: str | Path, n: int = 3, device: str = "cpu",
+def side_by_side(models: list[tuple[str, Any]], dataset: str | Path, n: int = 3,
                  split: str | None = None) -> list[tuple[str, np.ndarray]]:
     """Rows of image | ground truth | each model's prediction (colourised), for the report."""
-    from drivelab.seg.evaluate import predict_logprobs_full
     from drivelab.seg.semantic import open_reader
 
     reader = open_reader(dataset)
@@ -99,12 +98,11 @@ def side_by_side(models: list[tuple[str, Any]], dataset: str | Path, n: int = 3,
     for i in range(min(n, len(val))):
         s = val[i]
         tiles = [s.image]
-        schema = models[0][1][1]
+        schema = models[0][1].schema
         if s.mask is not None:
             tiles.append(schema.colorize(s.mask))
-        for _, (model, sch, size) in models:
-            pred = predict_logprobs_full(model, s.image, size, device=device).argmax(0).cpu().numpy()
-            tiles.append(sch.colorize(pred.astype(np.uint8)))
+        for _, predictor in models:
+            tiles.append(predictor.schema.colorize(predictor.predict(s.image)))
         names = " | ".join(["image"] + (["ground truth"] if s.mask is not None else [])
                            + [m for m, _ in models])
         items.append((f"{s.name}: {names}", np.concatenate(tiles, axis=1)))
@@ -116,7 +114,7 @@ COLUMNS = ["run", "model", "params_M", "GFLOPs", "size", "ms_per_image", "miou",
 
 
 def compare(runs: list[str | Path], dataset: str | Path | None = None, out: str | Path | None = None,
-            device: str = "cpu", tta: bool = False, images: int = 3, show: bool = True
+            device: str = "auto", tta: bool = False, images: int = 3, show: bool = True
             ) -> tuple[list[dict], Path]:
     """Compare runs; writes ``<out>/compare.html`` (+ compare.csv) and returns (rows, html path)."""
     import pandas as pd
@@ -149,7 +147,7 @@ def compare(runs: list[str | Path], dataset: str | Path | None = None, out: str 
     else:
         source, split = _validation_data(first or {})
     if source:
-        grid = side_by_side(models, source, images, device, split)
+        grid = side_by_side(models, source, images, split)
         page.section("Predictions", rep.image_grid(grid, columns=1, fmt="PNG"))
     path = page.write(out / "compare.html")
     if show:

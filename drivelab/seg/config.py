@@ -136,6 +136,10 @@ AUGMENT_KEYS = {"hflip", "scale", "rotate", "color", "blur"}
 
 
 def _size(value: Any, key: str) -> list[int]:
+    if isinstance(value, str):  # the CLI's HxW spelling
+        from drivelab.cliutil import parse_size
+
+        value = list(parse_size(value))
     if isinstance(value, int):
         value = [value, value]
     try:
@@ -184,6 +188,10 @@ def check_keys(values: dict, source: str) -> None:
             raise DrivelabError(f"unknown config key {key!r}{hint}", source)
 
 
+# The CLI vocabulary's names for config keys (``batch=16`` is ``batch_size=16``).
+ALIASES = {"batch": "batch_size"}
+
+
 def parse_overrides(items: list[str] | dict | None) -> dict:
     """``["lr=1e-3", "model_kwargs.base=16"]`` -> nested dict (values parsed as YAML)."""
     if items is None:
@@ -195,6 +203,7 @@ def parse_overrides(items: list[str] | dict | None) -> dict:
         if "=" not in item:
             raise DrivelabError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
+        key = ALIASES.get(key.strip(), key)
         value = yaml.safe_load(raw) if raw != "" else None
         if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
             value = float(value)  # YAML 1.1 leaves 3e-4 a string
@@ -225,11 +234,12 @@ def read_yaml(source: str | Path) -> tuple[dict, str]:
     path = Path(source)
     if path.is_dir() and (path / "config.yaml").exists():
         path = path / "config.yaml"
-    elif not path.exists():
+    elif not path.is_file():  # a preset name (a folder of that name in the cwd is not a config)
         preset = PRESETS / f"{source}.yaml"
         if not preset.exists():
-            raise DrivelabError(f"no preset or config file {str(source)!r}; "
-                                f"presets: {', '.join(preset_names())}")
+            what = ("a folder without config.yaml, and no preset" if path.is_dir()
+                    else "no preset or config file")
+            raise DrivelabError(f"{what} {str(source)!r}; presets: {', '.join(preset_names())}")
         path = preset
     try:
         values = yaml.safe_load(path.read_text()) or {}

@@ -1,106 +1,35 @@
 """Predictor: a trained semantic model applied to images of any size.
 
-Every image goes the same way, whatever the backend:
+Every image goes through the one model-input transform (``drivelab.seg.transforms``), whatever
+the backend and whoever calls it (predict, evaluate, compare, the demo, the label app)::
 
-    uint8 (H, W, 3) -> [0, 1] float -> resize to the model's training size -> pad to /32
-    -> model (normalises inside) -> crop the padding -> upsample logits to (H, W) -> argmax
+    uint8 (H, W, 3) -> resize to the training size (area down / linear up) -> zero-pad to /32
+    -> [0, 1] float -> model (normalises inside) -> crop the padding -> bilinear to (H, W)
 
 so masks come back at full input resolution while the network runs at the resolution it was
-trained at. Images of the same size are run as one batch. On a GPU the model runs in bf16
-(fp16 where bf16 is missing) with channels_last; ``compile=True`` wraps it in torch.compile.
-``backend="onnxruntime"`` runs an exported ONNX graph instead (see ``drivelab.seg.export``).
+trained at. Images of the same size run as one batch. On a GPU the model runs in bf16 (fp16
+where bf16 is missing) with channels_last; ``compile=True`` wraps it in torch.compile.
+``backend="onnxruntime"`` runs an exported ONNX graph (``drivelab.seg.onnx``) with the same
+steps in numpy/OpenCV.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from drivelab.errors import DrivelabError
 from drivelab.schema import ClassSchema
-
-STRIDE = 32  # every drivelab semantic model needs H and W divisible by 32
-ONNX_META_SCHEMA = "drivelab_schema"
-ONNX_META_SIZE = "drivelab_size"
-
-
-def training_size(ckpt: dict) -> tuple[int, int] | None:
-    """The (H, W) a checkpoint's model was trained at, from its run config (None if unknown)."""
-    size = (ckpt.get("config") or {}).get("size")
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return (size, size)
-    return (int(size[0]), int(size[1]))
-
-
-def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the semantic model a checkpoint dict describes and load its weights (eval mode)."""
-    from drivelab.seg.models import build_model
-
-    if ckpt.get("task", "semantic") != "semantic":
-        raise DrivelabError(f"{ckpt.get('task')} checkpoint: the semantic Predictor cannot run it",
-                            ckpt.get("path"))
-    spec = dict(ckpt["model_spec"])
-    spec.pop("weights", None)  # weights come from the checkpoint, never downloaded again
-    model = build_model(**spec)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def ort_session(path: str | Path, device: str = "cpu", threads: int | None = None) -> Any:
-    """An onnxruntime session tuned for this machine: all graph optimisations, intra-op threads
-    = torch's thread count (2 on CI), sequential execution (no inter-op oversubscription)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads or torch.get_num_threads()
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    # Idle ORT workers spin-wait by default; in the predict pipeline that steals the cores the
-    # decode/encode threads need (see benchmarks/predict_speed.py).
-    so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("DRIVELAB_ORT_SPIN", "0"))
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), so, providers=providers)
-    except Exception as e:
-        raise DrivelabError(f"onnxruntime cannot load the model ({e})", path) from None
-
-
-def _resize_images(images: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-    """uint8 images to the network size with Pillow's antialiased bilinear filter: the same
-    pixels for every backend, and resizing uint8 is cheaper than resizing floats."""
-    from PIL import Image
-
-    if images[0].shape[:2] == tuple(size):
-        return images
-    return [np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.BILINEAR)) for im in images]
-
-
-def _resize_chw(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    y = cv2.resize(x.transpose(1, 2, 0), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return y.reshape(size[0], size[1], -1).transpose(2, 0, 1)
+from drivelab.seg.transforms import (
+    ModelInput,
+    eval_batch,
+    logits_to_image_numpy,
+    logits_to_image_torch,
+)
 
 
 class Predictor:
@@ -108,88 +37,83 @@ class Predictor:
 
     ``checkpoint_or_model``: a drivelab checkpoint path or run folder, a checkpoint dict, an
     ``.onnx`` file written by ``drivelab export``, or an ``nn.Module`` (then pass ``schema``).
-    ``size``: (H, W) the network runs at; default the training size stored in the checkpoint,
-    else each image's own size padded to /32. ``precision``: "auto" (bf16/fp16 on GPU, fp32 on
-    CPU), "fp32", "bf16" or "fp16".
+    ``size``: (H, W) the network runs at; default the training size stored in the checkpoint
+    or the ONNX metadata, else each image's own size padded to /32. ``precision``: "auto"
+    (bf16/fp16 on GPU, fp32 on CPU), "fp32", "bf16" or "fp16". ``tta``: average the softmax of
+    the image and its horizontal flip.
     """
 
-    def __init__(self, checkpoint_or_model: Any, device: str | torch.device = "cpu",
+    def __init__(self, checkpoint_or_model: Any, device: str | torch.device = "auto",
                  backend: str = "torch", *, schema: ClassSchema | None = None,
                  size: tuple[int, int] | None = None, precision: str = "auto",
                  channels_last: bool | None = None, compile: bool = False,
-                 threads: int | None = None, onnx_path: str | Path | None = None) -> None:
+                 threads: int | None = None, onnx_path: str | Path | None = None,
+                 tta: bool = False) -> None:
+        from drivelab.device import precision_dtype, resolve_device
+        from drivelab.seg import checkpoint as ck
+        from drivelab.seg import onnx as onnx_io
+
         if backend not in ("torch", "onnxruntime"):
             raise DrivelabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.backend = backend
+        self.tta = tta
         self.model: torch.nn.Module | None = None
         self.session: Any = None
         self.ckpt: dict = {}
+        spec: ModelInput | None = ModelInput(tuple(size)) if size is not None else None
         src = checkpoint_or_model
 
         if isinstance(src, (str, Path)) and Path(src).suffix == ".onnx":
             self.backend, onnx_path = "onnxruntime", Path(src)
-            meta = onnx_metadata(onnx_path)
-            if schema is None and ONNX_META_SCHEMA in meta:
-                schema = ClassSchema.from_dict(json.loads(meta[ONNX_META_SCHEMA]))
-            if size is None and meta.get(ONNX_META_SIZE):
-                size = tuple(json.loads(meta[ONNX_META_SIZE]))
+            meta = onnx_io.metadata(onnx_path)
+            schema = schema or onnx_io.described_schema(meta)
+            spec = spec or onnx_io.described_input(meta, onnx_path)
         elif isinstance(src, torch.nn.Module):
             self.model = src.to(self.device).eval()
         else:
-            if isinstance(src, dict):
-                self.ckpt = src
-            else:
-                from drivelab.seg.checkpoint import read_checkpoint
-
-                self.ckpt = read_checkpoint(src)
-            self.model = model_from_checkpoint(self.ckpt, self.device)
-            schema = schema or ClassSchema.from_dict(self.ckpt["schema"])
-            size = size or training_size(self.ckpt)
+            self.ckpt = ck.read_checkpoint(src)
+            ck.expect_task(self.ckpt, "semantic", "the semantic Predictor")
+            self.model = ck.build_from_checkpoint(self.ckpt, self.device)
+            schema = schema or ck.schema_of(self.ckpt)
+            spec = spec or ck.model_input(self.ckpt)
 
         self.schema = schema
-        self.size = tuple(size) if size is not None else None
+        self.model_input = spec or ModelInput(None)
 
         if self.backend == "onnxruntime":
             if onnx_path is None:  # export the torch model on the fly, into a temp folder
-                from drivelab.seg.export import export_onnx
-
+                if self.model_input.size is None:
+                    raise DrivelabError("the onnxruntime backend needs a fixed input size (size=HxW)")
                 onnx_path = Path(tempfile.mkdtemp(prefix="drivelab-onnx-")) / "model.onnx"
-                export_onnx(self.model, onnx_path, size=self.size or (256, 512), schema=self.schema,
-                            verify=False)
-            self.session = ort_session(onnx_path, str(self.device), threads)
+                onnx_io.export_onnx(self.model, onnx_path, size=self.model_input.size, schema=self.schema,
+                                    check=False)
+            self.session = onnx_io.session(onnx_path, str(self.device), threads)
             self._input_name = self.session.get_inputs()[0].name
             shape = self.session.get_inputs()[0].shape
-            if self.size is None and all(isinstance(s, int) for s in shape[2:]):
-                self.size = (shape[2], shape[3])
+            if self.model_input.size is None and all(isinstance(s, int) for s in shape[2:]):
+                self.model_input = ModelInput((shape[2], shape[3]))
             self.model = None  # the graph is all we run
         else:
-            self._setup_torch(precision, channels_last, compile)
+            on_gpu = self.device.type == "cuda"
+            self.dtype = precision_dtype(precision, self.device)
+            self.channels_last = on_gpu if channels_last is None else channels_last
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+            if compile:
+                self.model = torch.compile(self.model)
 
-    # -- setup -------------------------------------------------------------
-    def _setup_torch(self, precision: str, channels_last: bool | None, compile: bool) -> None:
-        on_gpu = self.device.type == "cuda"
-        if precision == "auto":
-            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "bad")
-        if self.dtype == "bad":
-            raise DrivelabError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
-        self.channels_last = on_gpu if channels_last is None else channels_last
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        if compile:
-            self.model = torch.compile(self.model)
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The (H, W) images are resized to before padding (None: their own size)."""
+        return self.model_input.size
 
     @property
     def num_classes(self) -> int | None:
         return self.schema.num_classes if self.schema is not None else None
 
     # -- core --------------------------------------------------------------
-    def _net_size(self, h: int, w: int) -> tuple[int, int]:
-        return self.size if self.size is not None else (h, w)
-
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) float [0, 1], h and w multiples of 32 -> logits (B, K, h, w) float32."""
+    def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
@@ -197,50 +121,54 @@ class Predictor:
 
     @torch.inference_mode()
     def _logits_torch(self, images: list[np.ndarray]) -> torch.Tensor:
-        H, W, _ = images[0].shape
-        h, w = self._net_size(H, W)
-        x = torch.from_numpy(np.stack(_resize_images(images, (h, w)))).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255)
-        ph, pw = math.ceil(h / STRIDE) * STRIDE, math.ceil(w / STRIDE) * STRIDE
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
-        logits = self._run(x)[:, :, :h, :w]
-        if (h, w) != (H, W):
-            logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        return logits
+        x, net = eval_batch(images, self.model_input)
+        x = torch.from_numpy(x).to(self.device, non_blocking=True)
+        logits = self._forward_torch(x)
+        if self.tta:
+            # flip(model(flip(x))) is back in x's coordinates, padding included (as in training's
+            # validation, drivelab.seg.semantic.predict_logprobs).
+            flipped = self._forward_torch(torch.flip(x, dims=[3])).flip(3)
+            probs = (logits.softmax(1) + flipped.softmax(1)) / 2
+            logits = torch.log(probs.clamp_min(1e-12))
+        return logits_to_image_torch(logits, net, images[0].shape[:2])
 
     def _logits_onnx(self, images: list[np.ndarray]) -> np.ndarray:
         """The same steps in numpy/OpenCV: any torch op between onnxruntime calls wakes torch's
         OpenMP pool, which then spins against onnxruntime's threads (measured: 33 -> 20 FPS)."""
-        H, W, _ = images[0].shape
-        h, w = self._net_size(H, W)
-        x = np.stack(_resize_images(images, (h, w))).transpose(0, 3, 1, 2)
-        x = x.astype(np.float32) * np.float32(1 / 255)
-        ph, pw = math.ceil(h / STRIDE) * STRIDE, math.ceil(w / STRIDE) * STRIDE
-        if (ph, pw) != (h, w):
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
-        logits = self.session.run(None, {self._input_name: np.ascontiguousarray(x)})[0][:, :, :h, :w]
-        if (h, w) != (H, W):
-            # cv2 resizes (h, w, K) arrays; K > 512 channels is beyond it, so go in chunks.
-            logits = np.stack([
-                np.concatenate([_resize_chw(lg[k:k + 512], (H, W)) for k in range(0, len(lg), 512)])
-                for lg in logits])
-        return np.ascontiguousarray(logits, dtype=np.float32)
+        x, net = eval_batch(images, self.model_input)
+        logits = self.session.run(None, {self._input_name: x})[0]
+        if self.tta:
+            flipped = self.session.run(None, {self._input_name: np.ascontiguousarray(x[..., ::-1])})[0]
+            flipped = flipped[..., ::-1]
+
+            def softmax(z: np.ndarray) -> np.ndarray:
+                e = np.exp(z - z.max(1, keepdims=True))
+                return e / e.sum(1, keepdims=True)
+
+            logits = np.log(np.maximum((softmax(logits) + softmax(flipped)) / 2, 1e-12)).astype(np.float32)
+        return logits_to_image_numpy(logits, net, images[0].shape[:2])
 
     def logits_batch(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Same-size uint8 RGB images -> logits (B, K, H, W) float32 at the images' resolution."""
+        """Same-size uint8 RGB images -> logits (B, K, H, W) float32 at the images' resolution
+        (log-probabilities with ``tta``)."""
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
             raise ValueError(f"logits_batch needs images of one size, got {sorted(shapes)}")
+        self._check(images)
         if self.session is not None:
             return torch.from_numpy(self._logits_onnx(images))
         return self._logits_torch(images)
 
-    def _groups(self, images: list[np.ndarray]) -> list[list[int]]:
-        groups: dict[tuple, list[int]] = {}
-        for i, im in enumerate(images):
+    @staticmethod
+    def _check(images: list[np.ndarray]) -> None:
+        for im in images:
             if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
                 raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {im.shape} {im.dtype}")
+
+    def _groups(self, images: list[np.ndarray]) -> list[list[int]]:
+        self._check(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
             groups.setdefault(im.shape, []).append(i)
         return list(groups.values())
 

@@ -1,10 +1,19 @@
-"""Confusion-matrix metrics for semantic segmentation, with an ignore index.
+"""Confusion-matrix metrics for semantic segmentation, with an ignore index and a void column.
 
-Conventions (those of the Cityscapes and mmseg evaluators): per-class IoU = TP / (TP + FP + FN)
-over the whole set, NaN for a class that appears in neither labels nor predictions (left out of
-the mean); pixel accuracy = TP / labelled pixels; mean class accuracy = mean recall over
-classes present in the labels. Cross-entropy is the mean over labelled (real, non-ignore,
-non-padding) pixels: the number comma10k results are quoted in.
+The confusion matrix is (K, K + 1): rows are ground-truth classes, columns predicted classes,
+and the last column counts labelled pixels predicted as *void* (255, "no class"). As in
+cityscapesscripts, a void prediction is wrong for every labelled pixel: it adds to that class's
+false negatives and to no class's false positives. A prediction >= K that is not 255 is
+refused (``PredictionRangeError``): it means the prediction speaks another class set, and
+counting it anywhere would silently corrupt the scores.
+
+drivelab's convention (``scores``; other fields' conventions live in ``drivelab.seg.protocols``):
+per-class IoU = TP / (TP + FP + FN) over the whole set, NaN for a class that appears in neither
+labels nor predictions (left out of the mean); pixel accuracy = TP / labelled pixels; mean
+class accuracy = mean recall over classes present in the labels; cross-entropy = mean over
+labelled (real, non-ignore, non-padding) pixels at the labels' own resolution ("CE per real
+pixel"). comma10k-baseline's published 0.044-0.046 is a different number: see
+``drivelab.seg.protocols``.
 """
 
 from __future__ import annotations
@@ -16,28 +25,61 @@ import torch.nn.functional as F
 from drivelab.schema import IGNORE
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE
-              ) -> torch.Tensor:
-    """(K, K) int64 counts, rows = ground truth, columns = prediction; ignored pixels skipped."""
-    target = target.reshape(-1).long()
-    pred = pred.reshape(-1).long()
-    keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
-    idx = target[keep] * num_classes + pred[keep]
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+class PredictionRangeError(ValueError):
+    """A prediction holds a value that is neither a class id (< K) nor void (255)."""
+
+    def __init__(self, value: int, num_classes: int) -> None:
+        super().__init__(f"prediction holds value {value}, but the model/labels have {num_classes} "
+                         f"classes (0..{num_classes - 1}; 255 = void)")
+        self.value = value
+
+
+def confusion(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, num_classes: int,
+              ignore_index: int = IGNORE) -> torch.Tensor:
+    """(K, K + 1) int64 counts, rows = ground truth, columns = prediction, last column = void.
+
+    Ignored label pixels are skipped. Raises ``PredictionRangeError`` for a prediction value
+    >= K other than 255, and ``ValueError`` for a label value >= K other than the ignore index."""
+    target = torch.as_tensor(target).reshape(-1).long()
+    pred = torch.as_tensor(pred).reshape(-1).long().to(target.device)
+    keep = target != ignore_index
+    target, pred = target[keep], pred[keep]
+    k = num_classes
+    if target.numel():
+        bad_t = (target < 0) | (target >= k)
+        if bool(bad_t.any()):
+            raise ValueError(f"label holds value {int(target[bad_t][0])}, outside 0..{k - 1} and not "
+                             f"the ignore index {ignore_index}")
+        void = pred == IGNORE
+        bad_p = ((pred < 0) | (pred >= k)) & ~void
+        if bool(bad_p.any()):
+            raise PredictionRangeError(int(pred[bad_p][0]), k)
+        pred = torch.where(void, torch.full_like(pred, k), pred)
+    idx = target * (k + 1) + pred
+    return torch.bincount(idx, minlength=k * (k + 1)).reshape(k, k + 1)
+
+
+def _square(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, K[+1]) -> (the K x K class part, void counts per class)."""
+    k = conf.shape[0]
+    if conf.shape[1] == k + 1:
+        return conf[:, :k], conf[:, k]
+    return conf, np.zeros(k, conf.dtype)
 
 
 def scores(conf: np.ndarray | torch.Tensor, names: list[str] | None = None) -> dict[str, float]:
-    """Metrics of a confusion matrix: miou, pixel_acc, mean_acc, iou_<name>..., acc_<name>..."""
+    """drivelab's metrics of a confusion matrix: miou, pixel_acc, mean_acc, iou_<name>..., acc_<name>..."""
     conf = np.asarray(conf.cpu() if isinstance(conf, torch.Tensor) else conf, dtype=np.float64)
-    k = conf.shape[0]
+    square, void = _square(conf)
+    k = square.shape[0]
     names = names or [str(i) for i in range(k)]
-    tp = np.diag(conf)
-    gt, pr = conf.sum(1), conf.sum(0)
+    tp = np.diag(square)
+    gt, pr = square.sum(1) + void, square.sum(0)
     union = gt + pr - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
         recall = np.where(gt > 0, tp / gt, np.nan)
-    total = conf.sum()
+    total = gt.sum()
     out = {
         "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
         "pixel_acc": float(tp.sum() / total) if total else float("nan"),
@@ -54,7 +96,7 @@ class SegMeter:
     def __init__(self, num_classes: int, ignore_index: int = IGNORE,
                  device: str | torch.device = "cpu") -> None:
         self.k, self.ignore = num_classes, ignore_index
-        self.conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.conf = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64, device=device)
         self.ce_sum = 0.0
         self.pixels = 0
 
@@ -66,10 +108,14 @@ class SegMeter:
         conf = confusion(logits.argmax(1), target, self.k, self.ignore)
         ce = F.cross_entropy(logits.float(), target, ignore_index=self.ignore, reduction="sum")
         n = int((target != self.ignore).sum())
-        self.conf += conf.to(self.conf.device)
-        self.ce_sum += float(ce)
-        self.pixels += n
+        self.add(conf, float(ce), n)
         return conf, float(ce), n
+
+    def add(self, conf: torch.Tensor, ce_sum: float = 0.0, pixels: int = 0) -> None:
+        """Add a confusion matrix computed elsewhere (and its CE sum / pixel count, if any)."""
+        self.conf += conf.to(self.conf.device)
+        self.ce_sum += float(ce_sum)
+        self.pixels += int(pixels)
 
     def compute(self, names: list[str] | None = None) -> dict[str, float]:
         out = scores(self.conf, names)

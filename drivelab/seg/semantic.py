@@ -69,7 +69,7 @@ class SemanticTask:
         return build_model(**self.model_spec(cfg, schema), weights=cfg.weights)
 
     def datasets(self, cfg: Any, size: tuple[int, int]) -> tuple[Dataset, Dataset]:
-        from drivelab.data.torchdata import SegDataset
+        from drivelab.seg.dataset import SegDataset
 
         full = self.reader(cfg.data, cfg)
         train = full.subset(split=cfg.train_split)
@@ -139,7 +139,7 @@ class SemanticTask:
 def _autocast(device: torch.device, cfg: Any) -> Any:
     import contextlib
 
-    if device.type == "cuda" and cfg.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    from drivelab.device import amp_dtype
+
+    dtype = amp_dtype(device) if cfg.amp else None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()

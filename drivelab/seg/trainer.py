@@ -127,9 +127,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: in
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or not cfg.amp:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    from drivelab.device import amp_dtype
+
+    return amp_dtype(device) if cfg.amp else None
 
 
 def run_folder(cfg: TrainConfig, resume: bool, d: Dist) -> Path:
@@ -200,6 +200,19 @@ class Log:
 
 
 # --------------------------------------------------------------------------- training
+def train_from_cli(source: str, overrides: list[str], resume: bool = False, progress: bool = True) -> Path:
+    """``drivelab train SOURCE key=value...``: a preset, YAML file or run folder plus overrides.
+    A run folder trains in place (so ``--resume`` finds its last.pt)."""
+    from drivelab.seg.config import load_config, parse_overrides
+
+    values = parse_overrides(overrides)
+    folder = Path(source)
+    if folder.is_dir() and (folder / "config.yaml").exists():
+        values.setdefault("out", str(folder.resolve().parent))
+        values.setdefault("name", folder.resolve().name)
+    return train(load_config(source, values), resume=resume, progress=progress)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train ``cfg`` (all its stages); returns the run folder. ``resume`` continues from last.pt."""
     from drivelab.seg.tasks import get_task
@@ -275,7 +288,7 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
 
     base = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
                               drop_last=True)
-    from drivelab.data.torchdata import SeededSampler
+    from drivelab.seg.dataset import SeededSampler
 
     sampler = SeededSampler(base, cfg.seed)
     micro_per_epoch = len(base) // cfg.batch_size

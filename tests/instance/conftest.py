@@ -34,12 +34,9 @@ def make_cli():
     import typer
 
     from drivelab.seg import cli as seg_cli
-    from drivelab.seg import predict_cli
-    from drivelab.seg.instance import cli as instance_cli
 
     app = typer.Typer(pretty_exceptions_enable=False)
-    for module in (seg_cli, predict_cli, instance_cli):
-        module.register(app)
+    seg_cli.register(app)
     return app
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from drivelab.seg.export import TOLERANCE, export_onnx
 from drivelab.seg.inference import Predictor
+from drivelab.seg.onnx import TOLERANCE, export_onnx
 from drivelab.seg.predict import predict
 from drivelab.video import probe
 
@@ -46,9 +46,9 @@ def test_predict_with_onnxruntime_backend_on_video(tiny_checkpoint: Path, drivin
 def test_export_rejects_a_model_that_does_not_match(tiny_checkpoint: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from drivelab.errors import DrivelabError
-    from drivelab.seg import export
+    from drivelab.seg import onnx as onnx_io
 
-    monkeypatch.setattr(export, "verify_onnx", lambda *a, **k: 0.5)
+    monkeypatch.setattr(onnx_io, "verify", lambda *a, **k: 0.5)
     with pytest.raises(DrivelabError, match="differ from PyTorch"):
         export_onnx(tiny_checkpoint, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
@@ -59,7 +59,7 @@ def test_int8_export_runs_and_reports_agreement(tiny_checkpoint: Path, driving_v
     import typer
     from typer.testing import CliRunner
 
-    from drivelab.seg.predict_cli import register
+    from drivelab.seg.cli import register
 
     app = typer.Typer()
     register(app)

@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from drivelab.errors import DrivelabError
 from drivelab.io import read_label, read_rgb, write_png
+from drivelab.painter import Painter
 from drivelab.schema import comma10k
 from drivelab.seg.checkpoint import read_checkpoint, save_checkpoint
+from drivelab.seg.cli import register
 from drivelab.seg.inference import Predictor
-from drivelab.seg.predict import Painter, predict
-from drivelab.seg.predict_cli import register
+from drivelab.seg.predict import predict
 from drivelab.video import VideoWriter, probe, read_frames, write_video
 
 
@@ -193,7 +194,11 @@ def test_instance_checkpoints_go_to_the_instance_predictor(tiny_checkpoint: Path
         (checkpoint, inputs, out_dir, opts)) or "instance summary"
     monkeypatch.setitem(sys.modules, "drivelab.seg.instance.predict", fake)
     assert predict(inst, tmp_path, tmp_path / "out", opacity=0.3) == "instance summary"
-    assert calls[0][0] == inst and calls[0][3]["opacity"] == 0.3
+    # The checkpoint is read once and handed down; only the options the user changed travel.
+    assert calls[0][0]["path"] == str(inst) and calls[0][3] == {"opacity": 0.3, "progress": True}
+    fake.predict_instances = lambda checkpoint, inputs, out_dir, *, opacity=0.5, progress=True: "ok"
+    with pytest.raises(DrivelabError, match="does not take palette"):
+        predict(inst, tmp_path, tmp_path / "out", palette="comma10k")
 
 
 class _StateOnly:

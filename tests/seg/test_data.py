@@ -9,8 +9,9 @@ import torch
 from torch.utils.data import SequentialSampler
 
 from drivelab.data import open_dataset
-from drivelab.data.torchdata import SeededSampler, SegDataset
-from drivelab.seg.cache import build_store, resize_pair
+from drivelab.seg.cache import build_store
+from drivelab.seg.dataset import SeededSampler, SegDataset
+from drivelab.seg.transforms import resize_pair
 
 
 def test_cache_matches_direct_decoding(synth_comma10k: Path, tmp_path: Path) -> None:

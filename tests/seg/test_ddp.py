@@ -20,7 +20,7 @@ def test_torchrun_two_processes_on_cpu(synth_comma10k: Path, tmp_path: Path) -> 
     args += ["size=[64,128]", "model_kwargs={base: 4, depth: 3}"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "drivelab.seg.cli", "train", "synth", *args, "--no-progress"]
+           "-m", "drivelab.cli", "train", "synth", *args, "--no-progress"]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert [p.name for p in out.iterdir() if p.name != "cache"] == ["ddp"]  # one run folder: rank 0 only

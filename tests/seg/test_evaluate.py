@@ -1,5 +1,7 @@
 """Evaluation: confusion-matrix metrics against torchmetrics on the same predictions, CE over real
-labelled pixels only, per-image table, flip TTA, and `drivelab compare`."""
+labelled pixels only, per-image table, flip TTA, and `drivelab compare`. The reference predictions
+here are computed independently from the documented model-input transform (cv2 area resize to the
+training size, zero padding to /32, crop, half-pixel bilinear back)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from drivelab.data import open_dataset
 from drivelab.seg.checkpoint import load_model
 from drivelab.seg.config import load_config
-from drivelab.seg.evaluate import evaluate, predict_logprobs_full
+from drivelab.seg.evaluate import evaluate
 from drivelab.seg.metrics import SegMeter, confusion, scores
 from drivelab.seg.trainer import train
 from tests.seg.conftest import tiny_overrides
@@ -60,6 +62,22 @@ def test_ce_counts_only_labelled_pixels() -> None:
     assert meter.pixels == 8
 
 
+def reference_logprobs(model: torch.nn.Module, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(K, H, W) log-probabilities, written out from the transform's description."""
+    import cv2
+
+    h, w = size
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+    padded = np.zeros((ph, pw, 3), np.uint8)
+    padded[:h, :w] = small
+    x = torch.from_numpy(padded.transpose(2, 0, 1)).float()[None] / 255
+    with torch.no_grad():
+        logits = model(x)[:, :, :h, :w]
+    full = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+    return F.log_softmax(full, 1)[0]
+
+
 def test_evaluate_matches_torchmetrics(tiny_run: Path, heldout_comma10k: Path) -> None:
     m = evaluate(tiny_run, heldout_comma10k, progress=False)
     out = tiny_run / "eval" / heldout_comma10k.name
@@ -77,20 +95,20 @@ def test_evaluate_matches_torchmetrics(tiny_run: Path, heldout_comma10k: Path) -
         k, average="micro", ignore_index=255)
     ce_sum, n = 0.0, 0
     for s in reader:
-        logp = predict_logprobs_full(model, s.image, size)
+        logp = reference_logprobs(model, s.image, size)
         pred, target = logp.argmax(0), torch.from_numpy(s.mask.astype(np.int64))
         jac.update(pred, target)
         acc.update(pred, target)
         ce_sum += float(F.nll_loss(logp[None], target[None], ignore_index=255, reduction="sum"))
         n += int((target != 255).sum())
     per_class = jac.compute().numpy()
-    present = [i for i in range(k) if np.isfinite(m[f"iou_{schema.names[i]}"])]
-    np.testing.assert_allclose([m[f"iou_{schema.names[i]}"] for i in present], per_class[present], rtol=1e-5)
+    present = [i for i in range(k) if np.isfinite(m["iou"][schema.names[i]])]
+    np.testing.assert_allclose([m["iou"][schema.names[i]] for i in present], per_class[present], rtol=1e-5)
     assert m["miou"] == pytest.approx(float(np.mean(per_class[present])), rel=1e-5)
     assert m["pixel_acc"] == pytest.approx(float(acc.compute()), rel=1e-5)
-    assert m["loss"] == pytest.approx(ce_sum / n, rel=1e-5)
+    assert m["ce"] == pytest.approx(ce_sum / n, rel=1e-5)
     # Per-image losses weighted by pixels give back the dataset CE.
-    assert float((table["loss"] * table["pixels"]).sum() / table["pixels"].sum()) == pytest.approx(m["loss"])
+    assert float((table["loss"] * table["pixels"]).sum() / table["pixels"].sum()) == pytest.approx(m["ce"])
 
 
 def test_evaluate_training_data_defaults_to_val_and_tta(tiny_run: Path, synth_comma10k: Path,
@@ -99,7 +117,7 @@ def test_evaluate_training_data_defaults_to_val_and_tta(tiny_run: Path, synth_co
     val = open_dataset(synth_comma10k).subset(split="val")
     assert m["split"] == "val" and m["n_images"] == len(val) and m["tta"] is True
     plain = evaluate(tiny_run, synth_comma10k, out_dir=tmp_path / "p", progress=False)
-    assert plain["loss"] != m["loss"]  # flipping changes the averaged probabilities
+    assert plain["ce"] != m["ce"]  # flipping changes the averaged probabilities
 
 
 def test_cli_evaluate_and_compare(tiny_run: Path, heldout_comma10k: Path, tmp_path: Path) -> None:
@@ -143,20 +161,21 @@ def test_cityscapes29_real_sample(cityscapes_sample: Path, tmp_path: Path) -> No
     assert m["split"] == "val" and len(m["classes"]) == 29
     table = pd.read_parquet(run / "eval" / cityscapes_sample.name / "per_image.parquet")
     mask = open_dataset(cityscapes_sample, classes="29")[0].mask
-    assert table["loss"].iloc[0] == pytest.approx(m["loss"])
+    assert table["loss"].iloc[0] == pytest.approx(m["ce"])
     assert table["pixels"].iloc[0] == int((mask != 255).sum()) < mask.size
 
 
 def test_instance_checkpoints_go_to_the_instance_evaluator(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("drivelab.seg.instance.evaluate")
+    from drivelab.errors import DrivelabError
     from drivelab.schema import comma10k
     from drivelab.seg.checkpoint import save_checkpoint
 
     calls = []
 
     def fake(checkpoint, dataset, out_dir, split=None):
-        calls.append((Path(checkpoint), Path(dataset), out_dir, split))
+        calls.append((Path(checkpoint["path"]), Path(dataset), out_dir, split))
         return {"mask_ap": 0.5}
 
     monkeypatch.setattr("drivelab.seg.instance.evaluate.evaluate_instances", fake)
@@ -164,3 +183,5 @@ def test_instance_checkpoints_go_to_the_instance_evaluator(tmp_path: Path,
                     task="instance")
     assert evaluate(tmp_path / "inst.pt", tmp_path / "coco", split="val") == {"mask_ap": 0.5}
     assert calls == [(tmp_path / "inst.pt", tmp_path / "coco", None, "val")]
+    with pytest.raises(DrivelabError, match="does not take tta"):  # a semantic-only option
+        evaluate(tmp_path / "inst.pt", tmp_path / "coco", tta=True)

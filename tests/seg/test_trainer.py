@@ -32,7 +32,7 @@ def test_cli_train_run_folder(synth_comma10k: Path, tmp_path: Path) -> None:
     over = tiny_overrides(synth_comma10k, tmp_path / "runs")
     args = ["train", "synth", *[f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in
                                 over.items() if k not in ("data", "model")],
-            "--data", str(synth_comma10k), "--model", "plain-unet", "--name", "t", "--no-progress"]
+            f"data={synth_comma10k}", "model=plain-unet", "name=t", "--no-progress"]
     res = CliRunner().invoke(_cli(), args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     run = tmp_path / "runs" / "t"

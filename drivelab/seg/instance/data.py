@@ -4,7 +4,7 @@
 image (3, H, W) uint8 at the training size, target ``{"boxes": (N, 4) float xyxy, "labels": (N,)
 int64 train ids (1..), "masks": (N, H, W) uint8, "image_id", "area", "iscrowd"}``.
 
-Augmentation is the shared albumentations pipeline (``drivelab.data.torchdata.build_augment``,
+Augmentation is the shared albumentations pipeline (``drivelab.seg.transforms.build_augment``,
 config key ``augment``) applied to the image and every instance mask; boxes are recomputed
 from the augmented masks, so a flip, zoom or rotation can never leave a box that does not fit
 its mask, and instances pushed out of the frame are dropped.
@@ -62,7 +62,7 @@ class InstanceDataset(Dataset):
     def __init__(
         self, reader: Reader, size: tuple[int, int], augment: dict | None = None, min_area: int = 4
     ) -> None:
-        from drivelab.data.torchdata import build_augment
+        from drivelab.seg.transforms import build_augment
 
         if not hasattr(reader, "load_instances"):
             raise DrivelabError(

@@ -15,126 +15,22 @@ equal what pycocotools reports when run directly on ``results.json``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from drivelab.data.sample import Reader
 from drivelab.errors import DrivelabError
 from drivelab.seg.instance.overunder import OverUnderOptions
-
-STAT_NAMES = (
-    "ap",
-    "ap50",
-    "ap75",
-    "ap_small",
-    "ap_medium",
-    "ap_large",
-    "ar1",
-    "ar10",
-    "ar100",
-    "ar_small",
-    "ar_medium",
-    "ar_large",
+from drivelab.seg.instance.scoring import (  # noqa: F401  (re-exported: the scorers' old home)
+    STAT_NAMES,
+    analyze,
+    category_map,
+    coco_metrics,
+    match_stats,
+    split_reader,
 )
-
-
-def coco_metrics(
-    coco_gt: Any,
-    results: list[dict],
-    image_ids: list[int] | None = None,
-    iou_types: tuple[str, ...] = ("segm", "bbox"),
-) -> dict:
-    """COCOeval stats as ``mask_ap, mask_ap50, ... box_ap ...`` (segm -> mask_, bbox -> box_).
-
-    Box AP uses the predicted boxes (segmentations are dropped for the bbox run, as detectron2
-    does; pycocotools would otherwise replace each box by its mask's box). No results at all: 0."""
-    from pycocotools.cocoeval import COCOeval
-
-    out: dict[str, float] = {}
-    for iou_type in iou_types:
-        prefix = {"segm": "mask", "bbox": "box"}[iou_type]
-        if results:
-            res = copy.deepcopy(results)
-            if iou_type == "bbox":
-                for r in res:
-                    r.pop("segmentation", None)
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
-                dt = coco_gt.loadRes(res)
-                ev = COCOeval(coco_gt, dt, iou_type)
-                if image_ids is not None:
-                    ev.params.imgIds = list(image_ids)
-                ev.evaluate()
-                ev.accumulate()
-                ev.summarize()
-            stats = [float(s) for s in ev.stats]
-        else:
-            stats = [0.0] * len(STAT_NAMES)
-        out.update({f"{prefix}_{n}": s for n, s in zip(STAT_NAMES, stats, strict=True)})
-    return out
-
-
-def match_stats(gt: list[dict], pred: list[dict]) -> dict:
-    """Per-image recall/precision at mask IoU 0.5 (greedy, by score order) and the mean IoU of
-    each GT object with its best prediction."""
-    from pycocotools import mask as mask_utils
-
-    if not gt:
-        return {"recall50": math.nan, "precision50": 0.0 if pred else math.nan, "mean_iou": math.nan}
-    if not pred:
-        return {"recall50": 0.0, "precision50": math.nan, "mean_iou": 0.0}
-    iou = np.asarray(mask_utils.iou(pred, gt, [0] * len(gt)), np.float64).reshape(len(pred), len(gt))
-    taken = np.zeros(len(gt), bool)
-    tp = 0
-    for p in range(len(pred)):  # predictions arrive sorted by score
-        cand = np.where(~taken & (iou[p] >= 0.5), iou[p], -1)
-        g = int(cand.argmax())
-        if cand[g] >= 0.5:
-            taken[g] = True
-            tp += 1
-    return {"recall50": tp / len(gt), "precision50": tp / len(pred), "mean_iou": float(iou.max(0).mean())}
-
-
-def category_map(model_names: list[str], reader: Reader) -> list[int]:
-    """COCO category id of each model train id 1..N, matched to the dataset's categories by name."""
-    ids = reader.schema.extra.get("category_ids")
-    data_names = reader.schema.names[1:]
-    if ids is None:
-        raise DrivelabError("the dataset carries no COCO category ids", reader.root)
-    by_name = dict(zip(data_names, ids, strict=True))
-    missing = [n for n in model_names[1:] if n not in by_name]
-    if missing:
-        raise DrivelabError(
-            f"class mismatch: the model predicts {missing} which the dataset's categories "
-            f"({data_names}) lack",
-            reader.root,
-        )
-    return [by_name[n] for n in model_names[1:]]
-
-
-def split_reader(reader: Reader, split: str | None) -> tuple[Reader, str]:
-    """The reader restricted to ``split``; a dataset with a single split is used whatever its name."""
-    splits = reader.splits
-    split = "val" if split is None and "val" in splits else split
-    if split in splits:
-        return reader.subset(split=split), split
-    if len(splits) == 1 and split in (None, "all", "val", "test"):
-        return reader.subset(split=splits[0]), splits[0]
-    if split in (None, "all"):
-        raise DrivelabError(
-            f"COCO splits have their own image ids: evaluate one split at a time "
-            f"(splits: {', '.join(splits)})",
-            reader.root,
-        )
-    raise DrivelabError(
-        f"no split {split!r} in this dataset (splits: {', '.join(splits) or 'none'})", reader.root
-    )
 
 
 def predict_reader(
@@ -167,34 +63,6 @@ def predict_reader(
     return results
 
 
-def analyze(reader: Reader, split: str, results: list[dict], options: OverUnderOptions) -> tuple[dict, list]:
-    """AP + over/under summary (flat dict) and per-image rows for one split's results."""
-    from drivelab.seg.instance.meta import coco_meta
-    from drivelab.seg.instance.overunder import analyze_coco, gt_rles, summarize
-
-    coco_gt = reader.coco(split)
-    image_ids = [it.meta["image_id"] for it in reader.items]
-    metrics = coco_metrics(coco_gt, results, image_ids)
-    per_image = analyze_coco(coco_gt, results, options, image_ids)
-    metrics.update(summarize(per_image))
-    kept: dict[int, list[dict]] = {}
-    for r in results:
-        if r.get("score", 1.0) >= options.score_thresh:
-            kept.setdefault(int(r["image_id"]), []).append(r)
-    rows = []
-    for i, ou, meta in zip(image_ids, per_image, coco_meta(coco_gt, image_ids), strict=True):
-        preds = sorted(kept.get(i, []), key=lambda r: -r.get("score", 1.0))
-        rows.append(
-            {
-                "split": split,
-                **meta,
-                **ou.row(),
-                **match_stats(gt_rles(coco_gt, i), [r["segmentation"] for r in preds]),
-            }
-        )
-    return metrics, [ou for ou in per_image], rows
-
-
 def evaluate_model(
     model: torch.nn.Module,
     reader: Reader,
@@ -216,56 +84,53 @@ def load_instance_model(
     checkpoint: str | Path | dict, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Any, dict]:
     """(model, schema, checkpoint dict) from a checkpoint path, run folder or loaded dict."""
-    from drivelab.schema import ClassSchema
-    from drivelab.seg.checkpoint import load_model
+    from drivelab.device import resolve_device
+    from drivelab.seg.checkpoint import expect_task, load_model, read_checkpoint
 
-    if isinstance(checkpoint, dict):
-        from drivelab.seg.instance.model import build_instance_model
-
-        spec = dict(checkpoint["model_spec"])
-        spec.pop("weights", None)
-        model = build_instance_model(**spec)
-        model.load_state_dict(checkpoint["model"])
-        return model.to(device).eval(), ClassSchema.from_dict(checkpoint["schema"]), checkpoint
-    model, schema, ckpt = load_model(checkpoint, device)
-    if ckpt.get("task") != "instance":
-        raise DrivelabError(
-            f"not an instance segmentation checkpoint (task {ckpt.get('task')!r})", checkpoint
-        )
-    return model, schema, ckpt
+    ckpt = read_checkpoint(checkpoint)
+    expect_task(ckpt, "instance", "instance evaluation and prediction")
+    return load_model(ckpt, resolve_device(device))
 
 
 def evaluate_instances(
     checkpoint: str | Path | dict,
     dataset: str | Path | Reader,
-    out_dir: str | Path | None,
+    out_dir: str | Path | None = None,
+    *,
     split: str | None = "val",
+    protocol: str = "drivelab",
     score_thresh: float = 0.5,
     under_thresh: float = 0.8,
     over_thresh: float = 0.8,
-    batch_size: int = 2,
-    device: str = "cpu",
+    batch: int = 2,
+    device: str = "auto",
+    limit: int | None = None,
     worst: int = 10,
     progress: bool = True,
-    **_: Any,
 ) -> dict:
     """Evaluate an instance checkpoint on a COCO dataset split; writes the files listed in the module
-    docstring and returns the metrics dict."""
+    docstring and returns the metrics dict. ``protocol`` "drivelab" (= "coco"): pycocotools'
+    COCOeval, unchanged."""
     from drivelab.data import open_dataset
+    from drivelab.seg.checkpoint import output_dir
     from drivelab.seg.instance.report import write_eval
 
+    if protocol not in ("drivelab", "coco"):
+        raise DrivelabError(f"instance checkpoints are scored with COCOeval (protocol coco), "
+                            f"not {protocol!r}")
     reader = dataset if isinstance(dataset, Reader) else open_dataset(dataset)
     if reader.task != "instance":
         raise DrivelabError(
             f"instance checkpoints evaluate on COCO-style datasets, not {reader.format}", reader.root
         )
     reader, split = split_reader(reader, split)
-    model, schema, _ = load_instance_model(checkpoint, device)
+    if limit:
+        reader.items = reader.items[:limit]
+    model, schema, ckpt = load_instance_model(checkpoint, device)
     options = OverUnderOptions(under_thresh=under_thresh, over_thresh=over_thresh, score_thresh=score_thresh)
-    results = predict_reader(model, reader, category_map(schema.names, reader), device, batch_size, progress)
-    if out_dir is None:  # <run>/eval/<dataset name>, like semantic evaluation
-        ckpt = Path(checkpoint) if not isinstance(checkpoint, dict) else Path(checkpoint["path"])
-        run = ckpt if ckpt.is_dir() else ckpt.parent
-        root = Path(reader.root)
-        out_dir = run / "eval" / (root.stem if root.is_file() else root.name)
-    return write_eval(out_dir, reader, split, results, options, worst)
+    dev = next(model.parameters()).device
+    results = predict_reader(model, reader, category_map(schema.names, reader), dev, batch, progress)
+    out = Path(out_dir) if out_dir is not None else output_dir(ckpt, "eval", reader.root)
+    metrics = write_eval(out, reader, split, results, options, worst)
+    metrics["out_dir"] = str(out)
+    return metrics

@@ -169,7 +169,9 @@ def load_local_weights(model: nn.Module, path: Path) -> int:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
-    if isinstance(obj, dict) and obj.get("format") == "drivelab-checkpoint":
+    from drivelab.seg.checkpoint import is_checkpoint
+
+    if is_checkpoint(obj):
         obj = obj["model"]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

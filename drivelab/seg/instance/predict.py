@@ -1,7 +1,7 @@
 """``drivelab predict`` for instance checkpoints: overlays and COCO-format results.
 
-Called by ``drivelab.seg.predict.predict`` when the checkpoint's task is ``instance``; takes the
-same inputs (images, folders, globs) and the same option names. Writes to ``out``:
+The instance task's predictor in the task map (``drivelab.seg.tasks``); takes the same inputs
+(images, folders, globs) and the same option names as semantic prediction. Writes to ``out``:
 
     overlay/<name>.jpg   each instance in its own colour, outlined, labelled "class score"
     masks/<name>.png     instance id map (0 background, k = k-th detection by score; 16-bit
@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from drivelab.errors import DrivelabError
+from drivelab.painter import OPACITY
+from drivelab.seg.pipeline import PredictSummary
 
 
-def instance_overlay(image: np.ndarray, pred: Any, names: list[str], opacity: float = 0.5) -> np.ndarray:
+def instance_overlay(image: np.ndarray, pred: Any, names: list[str], opacity: float = OPACITY) -> np.ndarray:
     """Overlay of one Prediction: a colour per instance, its contour, and "class score"."""
     from drivelab.seg.instance.draw import draw_instances
 
@@ -48,34 +50,35 @@ def predict_instances(
     checkpoint: str | Path | dict,
     inputs: Any,
     out_dir: str | Path,
-    score_thresh: float = 0.5,
+    *,
+    score_thresh: float | None = None,
     mask: bool = True,
     overlay: bool = True,
-    opacity: float = 0.5,
+    opacity: float = OPACITY,
     stats: bool = True,
     batch_size: int = 2,
-    device: str = "cpu",
-    backend: str = "torch",
+    device: str = "auto",
     progress: bool = True,
-    **_: Any,
-) -> Any:
-    """Segment instances in images/folders/globs; returns a ``PredictSummary``.
-
-    Options shared with semantic predict that do not apply (palette, legend, video settings)
-    are accepted and ignored."""
+) -> PredictSummary:
+    """Segment instances in images/folders/globs; returns a ``PredictSummary``. Semantic-only
+    options (palette, legend, video outputs, another backend) are refused by the task map."""
     import pandas as pd
     from PIL import Image
     from tqdm import tqdm
 
     from drivelab.io import read_rgb, write_image, write_json, write_png, write_table
-    from drivelab.seg.instance.evaluate import load_instance_model
+    from drivelab.seg.inputs import resolve_inputs
     from drivelab.seg.instance.infer import batched, predict_images, to_coco_results
-    from drivelab.seg.predict import PredictSummary, resolve_inputs
 
-    if backend != "torch":
-        raise DrivelabError(f"instance models run on the torch backend only, got backend={backend!r}")
+    score_thresh = 0.5 if score_thresh is None else float(score_thresh)
     images, videos = resolve_inputs(inputs)
-    model, schema, _ = load_instance_model(checkpoint, device)
+    from drivelab.device import resolve_device
+    from drivelab.seg.checkpoint import expect_task, load_model, read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    expect_task(ckpt, "instance", "instance prediction")
+    model, schema, _ = load_model(ckpt, resolve_device(device))
+    device = next(model.parameters()).device
     category_ids = list(getattr(model, "category_ids", range(1, schema.num_classes)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

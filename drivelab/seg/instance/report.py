@@ -30,8 +30,8 @@ def write_eval(
     import pandas as pd
 
     from drivelab.io import write_json, write_table
-    from drivelab.seg.instance.evaluate import analyze
     from drivelab.seg.instance.overunder import _clean, write_report
+    from drivelab.seg.instance.scoring import analyze
 
     out = Path(out_dir)
     metrics, per_image, rows = analyze(reader, split, results, options)
@@ -83,10 +83,11 @@ def overunder_report(
     under_thresh: float = 0.8,
     over_thresh: float = 0.8,
     worst: int = 10,
-) -> str:
-    """``drivelab overunder``: write the report for a results json; returns a one-line summary."""
+) -> tuple[str, dict]:
+    """``drivelab overunder``: write the report for a results json; returns (one-line summary,
+    metrics)."""
     from drivelab.data import open_dataset
-    from drivelab.seg.instance.evaluate import split_reader
+    from drivelab.seg.instance.scoring import split_reader
 
     reader = dataset if isinstance(dataset, Reader) else open_dataset(dataset)
     if reader.task != "instance":
@@ -96,7 +97,7 @@ def overunder_report(
     res = load_results(Path(results), reader, split)
     out_dir = Path(out) if out is not None else Path(results).parent / "overunder"
     m = write_eval(out_dir, reader, split, res, options, worst, write_results=False)
-    return summary_line(m) + f"; report in {out_dir}"
+    return summary_line(m) + f"; report in {out_dir}", m
 
 
 def summary_line(m: dict[str, Any]) -> str:

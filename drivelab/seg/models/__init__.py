@@ -102,7 +102,9 @@ def load_weights(model: nn.Module, path: Path, num_classes: int) -> None:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
-    if isinstance(obj, dict) and obj.get("format") == "drivelab-checkpoint":
+    from drivelab.seg.checkpoint import is_checkpoint
+
+    if is_checkpoint(obj):
         ck_classes = (obj.get("model_spec") or {}).get("num_classes")
         if ck_classes is not None and int(ck_classes) != num_classes:
             raise DrivelabError(f"class count mismatch: the checkpoint predicts {ck_classes} classes, the "

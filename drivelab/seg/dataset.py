@@ -1,6 +1,6 @@
-"""A torch Dataset over any Reader: resize to the training size (or read a resized cache),
-augment with albumentations, pad to a multiple of 32 (padding is labelled ignore, so it is never
-counted in the loss or metrics), return uint8 tensors (converted to float on the device).
+"""A torch Dataset over any Reader for semantic training: the transforms of
+``drivelab.seg.transforms`` (resize to the training size or read the resized cache, seeded
+augmentation, pad to /32 with ignore), returned as uint8 tensors (made float on the device).
 
 Augmentation is seeded per sample: the sampler hands ``(index, seed)`` keys (see
 ``SeededSampler``), so a resumed run sees exactly the crops and flips of an uninterrupted one,
@@ -9,7 +9,6 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,46 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from drivelab.data.sample import Reader
 from drivelab.schema import IGNORE
-
-STRIDE = 32
-
-
-def build_augment(options: dict | None) -> Any:
-    """albumentations pipeline from the config's ``augment`` dict (None/{} -> no augmentation).
-
-    hflip: probability; scale: [min, max] zoom (random affine, borders become ignore);
-    rotate: max degrees; color: jitter strength; blur: probability."""
-    import albumentations as A
-    import cv2
-
-    o = dict(options or {})
-    ts = []
-    if o.get("hflip"):
-        ts.append(A.HorizontalFlip(p=float(o["hflip"])))
-    scale, rotate = o.get("scale"), float(o.get("rotate") or 0)
-    if scale or rotate:
-        lo, hi = (scale if isinstance(scale, (list, tuple)) else (1 / float(scale), float(scale))) if scale \
-            else (1.0, 1.0)
-        ts.append(A.Affine(scale=(float(lo), float(hi)), rotate=(-rotate, rotate),
-                           border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE, p=0.8))
-    if o.get("color"):
-        c = float(o["color"])
-        ts.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(0.5, c / 4), p=0.8))
-    if o.get("blur"):
-        ts.append(A.GaussianBlur(blur_limit=(3, 5), p=float(o["blur"])))
-    return A.Compose(ts, seed=0) if ts else None
-
-
-def pad_to_stride(image: np.ndarray, mask: np.ndarray | None, stride: int = STRIDE
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pad bottom/right to multiples of ``stride``: image with 0, mask with the ignore index."""
-    h, w = image.shape[:2]
-    ph, pw = math.ceil(h / stride) * stride - h, math.ceil(w / stride) * stride - w
-    if ph or pw:
-        image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-        if mask is not None:
-            mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE)
-    return image, mask
+from drivelab.seg.transforms import TrainTransform, resize_pair
 
 
 class SegDataset(Dataset):
@@ -71,15 +31,13 @@ class SegDataset(Dataset):
         self.reader = reader
         self.size = (int(size[0]), int(size[1]))
         self.store = store
-        self.augment = build_augment(augment)
+        self.transform = TrainTransform(augment)  # no options: resize and pad only (eval)
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Resized (not augmented, not padded) image and mask of sample ``i``."""
-        from drivelab.seg.cache import resize_pair
-
         if self.store is not None:
             image, mask = self.store.image(i), self.store.mask(i)
         else:
@@ -91,12 +49,7 @@ class SegDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, seed = key if isinstance(key, tuple) else (key, None)
-        image, mask = self.arrays(i)
-        if self.augment is not None and seed is not None:
-            self.augment.set_random_seed(seed)
-            out = self.augment(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        image, mask = pad_to_stride(image, mask)
+        image, mask = self.transform(*self.arrays(i), seed)
         return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                 torch.from_numpy(np.ascontiguousarray(mask)))
 
