@@ -108,7 +108,7 @@ def write_json_output(path: str | Path | None, obj: Any) -> None:
     """``--json PATH``: the machine-readable result ('-' writes it to stdout)."""
     if path is None:
         return
-    from drivelab.seg.evaluate import jsonable
+    from drivelab.io import jsonable
 
     text = json.dumps(jsonable(obj), indent=2) + "\n"
     if str(path) == "-":

@@ -171,3 +171,16 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DrivelabError("folder not found", folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def jsonable(d: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (metrics.json is strict JSON)."""
+    if isinstance(d, dict):
+        return {str(k): jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [jsonable(v) for v in d]
+    if isinstance(d, (float, np.floating)):
+        return float(d) if np.isfinite(d) else None
+    if isinstance(d, np.integer):
+        return int(d)
+    return d

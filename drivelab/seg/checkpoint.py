@@ -28,9 +28,9 @@ import torch
 from drivelab.errors import DrivelabError
 from drivelab.io import save_torch
 from drivelab.schema import ClassSchema
+from drivelab.seg.tasks import DEFAULT_TASK, for_checkpoint, task_of
 
 FORMAT = "drivelab-checkpoint"
-DEFAULT_TASK = "semantic"  # checkpoints written before tasks existed are semantic
 
 Source = str | Path | dict
 
@@ -88,11 +88,6 @@ def read_checkpoint(source: Source, map_location: str | torch.device = "cpu") ->
     return ckpt
 
 
-def task_of(ckpt: dict) -> str:
-    """The task a checkpoint belongs to: the only place the task string is read from one."""
-    return str(ckpt.get("task") or DEFAULT_TASK)
-
-
 def schema_of(ckpt: dict) -> ClassSchema:
     return ClassSchema.from_dict(ckpt["schema"])
 
@@ -116,8 +111,6 @@ def model_input(ckpt: dict) -> Any:
 
 def build_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The model a checkpoint describes, with its weights, in eval mode on ``device``."""
-    from drivelab.seg.tasks import for_checkpoint
-
     spec = dict(ckpt["model_spec"])
     spec.pop("weights", None)  # weights come from the checkpoint, never downloaded again
     model = for_checkpoint(ckpt).build_model(spec)
@@ -162,3 +155,14 @@ def dataset_name(dataset: str | Path) -> str:
 def output_dir(source: Source, verb: str, dataset: str | Path) -> Path:
     """Where a verb writes by default: ``<run>/<verb>/<dataset name>`` (eval, embed, audit ...)."""
     return run_dir(source) / verb / dataset_name(dataset)
+
+
+def default_split(splits: list[str], dataset: str | Path, ckpt: dict) -> str | None:
+    """The validation split when evaluating on the checkpoint's own training data, else everything."""
+    cfg = ckpt.get("config") or {}
+    trained_on = cfg.get("data")
+    if trained_on and Path(trained_on).resolve() == Path(dataset).resolve():
+        val = cfg.get("val_split", "val")
+        if val in splits:
+            return val
+    return None

@@ -73,9 +73,10 @@ def describe_run(run: str | Path, dataset: str | Path | None, device: str = "aut
         "ms_per_image": time_forward(model, size, device, repeats),
     }
     if dataset is not None:
-        from drivelab.seg.evaluate import evaluate_checkpoint
+        from drivelab.seg.tasks import for_checkpoint
 
-        metrics = evaluate_checkpoint(ckpt, dataset, tta=tta, device=str(device), progress=False)
+        metrics = for_checkpoint(ckpt).run_evaluate(ckpt, dataset, None, tta=tta, device=str(device),
+                                                    progress=False)
         row["source"] = f"{Path(dataset).name} ({metrics['split']}, {metrics['n_images']} images)"
     else:
         metrics = dict(ckpt.get("metrics") or {})
@@ -140,10 +141,10 @@ def compare(runs: list[str | Path], dataset: str | Path | None = None, out: str 
                                   f"= 2); ms_per_image: median forward, batch 1, {device}; ce: mean "
                                   "cross-entropy per labelled pixel"))
     if dataset is not None:
-        from drivelab.seg.evaluate import default_split
+        from drivelab.seg.checkpoint import default_split
         from drivelab.seg.semantic import open_reader
 
-        source, split = dataset, default_split(open_reader(dataset), Path(dataset), first or {})
+        source, split = dataset, default_split(open_reader(dataset).splits, dataset, first or {})
     else:
         source, split = _validation_data(first or {})
     if source:

@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 from drivelab.data.sample import Item, Reader, Sample
 from drivelab.errors import DrivelabError
+from drivelab.io import jsonable
 from drivelab.schema import IGNORE, ClassSchema
 from drivelab.seg import protocols as P
+from drivelab.seg.checkpoint import default_split
 from drivelab.seg.metrics import PredictionRangeError, SegMeter, confusion, scores
 
 PREDICTIONS_INFO = "predict.json"  # written by drivelab.seg.predict beside masks/
@@ -198,7 +200,7 @@ def open_labelled(dataset: str | Path, schema: ClassSchema, ckpt: dict | None, s
                             f"({schema.name}), the dataset has {reader.schema.num_classes} "
                             f"({reader.schema.name})", dataset)
     if split is None and ckpt is not None:
-        split = default_split(reader, Path(dataset), ckpt)
+        split = default_split(reader.splits, Path(dataset), ckpt)
     if split not in (None, "all"):
         if split not in reader.splits:
             raise DrivelabError(f"no split {split!r} (splits: {reader.splits})", dataset)
@@ -213,17 +215,6 @@ def open_labelled(dataset: str | Path, schema: ClassSchema, ckpt: dict | None, s
 
 def _cityscapes_classes(schema: ClassSchema) -> str | None:
     return {"cityscapes19": "19", "cityscapes29": "29", "cityscapes30": "30"}.get(schema.name)
-
-
-def default_split(reader: Any, dataset: Path, ckpt: dict) -> str | None:
-    """The validation split when evaluating on the checkpoint's own training data, else everything."""
-    cfg = ckpt.get("config") or {}
-    trained_on = cfg.get("data")
-    if trained_on and Path(trained_on).resolve() == Path(dataset).resolve():
-        val = cfg.get("val_split", "val")
-        if val in reader.splits:
-            return val
-    return None
 
 
 def _samples(reader: Reader, workers: int = 2) -> Iterator[Sample]:
@@ -442,16 +433,3 @@ def read_prediction(path: Path, schema: ClassSchema) -> np.ndarray:
                                 f"(first at x={xs[0]}, y={ys[0]})", path)
         return ids.astype(np.uint8)
     raise DrivelabError(f"unsupported prediction image mode {img.mode}", path)
-
-
-def jsonable(d: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (metrics.json is strict JSON)."""
-    if isinstance(d, dict):
-        return {str(k): jsonable(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [jsonable(v) for v in d]
-    if isinstance(d, (float, np.floating)):
-        return float(d) if np.isfinite(d) else None
-    if isinstance(d, np.integer):
-        return int(d)
-    return d

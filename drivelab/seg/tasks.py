@@ -87,6 +87,7 @@ TASK_MAP: dict[str, TaskEntry] = {
     ),
 }
 TASKS = tuple(TASK_MAP)
+DEFAULT_TASK = "semantic"  # checkpoints written before tasks existed are semantic
 
 
 def get(name: str) -> TaskEntry:
@@ -96,10 +97,13 @@ def get(name: str) -> TaskEntry:
         raise DrivelabError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
 
 
+def task_of(ckpt: dict) -> str:
+    """The task a checkpoint belongs to: the only place the task string is read from one."""
+    return str(ckpt.get("task") or DEFAULT_TASK)
+
+
 def for_checkpoint(ckpt: dict) -> TaskEntry:
     """The task entry of a checkpoint dict (see ``drivelab.seg.checkpoint.read_checkpoint``)."""
-    from drivelab.seg.checkpoint import task_of
-
     return get(task_of(ckpt))
 
 
