@@ -56,6 +56,10 @@ class TrainConfig:
     loss: str = "ce"  # ce | ce+dice
     dice_weight: float = 1.0
     accumulate: int = 1  # gradient accumulation: micro-batches per optimizer step
+    # Images per optimizer step over all processes; when set, accumulate = global_batch /
+    # (batch_size x world size), so a step means the same on 1 GPU or 4 nodes (and a run resumed on
+    # fewer nodes after one died keeps its schedule).
+    global_batch: int | None = None
     grad_clip: float | None = None
     amp: bool = True  # mixed precision (CUDA only)
     channels_last: bool = True  # (CUDA only)
@@ -106,6 +110,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "accumulate", "log_every"):
             if int(getattr(self, key)) < 1:
                 raise DrivelabError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.global_batch is not None and int(self.global_batch) < 1:
+            raise DrivelabError(f"global_batch must be >= 1, got {self.global_batch}")
         if self.max_steps is not None and self.max_steps < 1:
             raise DrivelabError(f"max_steps must be >= 1, got {self.max_steps}")
         choices = {"schedule": ("cosine", "onecycle", "constant"), "loss": ("ce", "ce+dice", "dice+ce")}
@@ -131,7 +137,8 @@ class TrainConfig:
         return out
 
 
-STAGE_KEYS = {"size", "epochs", "max_steps", "lr", "batch_size", "accumulate", "eval_every", "warmup_steps"}
+STAGE_KEYS = {"size", "epochs", "max_steps", "lr", "batch_size", "accumulate", "global_batch", "eval_every",
+              "warmup_steps"}
 AUGMENT_KEYS = {"hflip", "scale", "rotate", "color", "blur"}
 
 

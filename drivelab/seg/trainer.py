@@ -239,6 +239,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             state = None
             if d.main and start_stage < len(stages) and not (run / f"stage{start_stage}_best.pt").exists():
                 write_bytes(run / f"stage{start_stage}_best.pt", (run / "best.pt").read_bytes())
+        if resume and start_stage >= len(stages) and d.main:
+            print(f"note: {run} finished all its stages; nothing to resume (raise epochs/max_steps in a new "
+                  "stage, or train from its best.pt with weights=)", file=sys.stderr)
         log = Log(run, d.main, (start_stage, int(state["step"])) if state else
                   ((start_stage, -1) if resume else None))
         try:
@@ -253,6 +256,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     finally:
         if d.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def accumulation(cfg: TrainConfig, world: int) -> int:
+    """Micro-batches per optimizer step on each process: ``accumulate``, or what keeps
+    ``global_batch`` images per step with ``world`` processes of ``batch_size``."""
+    if cfg.global_batch is None:
+        return int(cfg.accumulate)
+    per_round = int(cfg.batch_size) * world
+    if int(cfg.global_batch) % per_round:
+        raise DrivelabError(f"global_batch={cfg.global_batch} is not a multiple of batch_size="
+                            f"{cfg.batch_size} x {world} process(es)")
+    return int(cfg.global_batch) // per_round
 
 
 def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: int, run: Path, d: Dist,
@@ -291,11 +306,12 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
     from drivelab.seg.dataset import SeededSampler
 
     sampler = SeededSampler(base, cfg.seed)
+    accumulate = accumulation(cfg, d.world)
     micro_per_epoch = len(base) // cfg.batch_size
-    if micro_per_epoch < cfg.accumulate:
-        raise DrivelabError(f"batch_size={cfg.batch_size} x accumulate={cfg.accumulate} x {d.world} "
+    if micro_per_epoch < accumulate:
+        raise DrivelabError(f"batch_size={cfg.batch_size} x accumulate={accumulate} x {d.world} "
                             f"process(es) needs more than the {len(train_ds)} training images")
-    steps_per_epoch = micro_per_epoch // cfg.accumulate
+    steps_per_epoch = micro_per_epoch // accumulate
     total = int(cfg.max_steps) if cfg.max_steps else cfg.epochs * steps_per_epoch
     eval_every = int(cfg.eval_every or steps_per_epoch)
     save_every = int(cfg.save_every or eval_every)
@@ -321,6 +337,15 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])
         step, epoch, epoch_step = int(state["step"]), int(state["epoch"]), int(state["epoch_step"])
+        was = int(state.get("world_size", d.world))
+        if was != d.world and d.main:
+            same = cfg.global_batch is not None
+            print(f"warning: resuming a run of {was} process(es) on {d.world}: "
+                  + (f"global_batch {cfg.global_batch} kept (accumulate {accumulate}); the sample order "
+                     "differs from the interrupted run" if same else
+                     f"images per step change from {cfg.batch_size * cfg.accumulate * was} to "
+                     f"{cfg.batch_size * cfg.accumulate * d.world} (set global_batch to keep them)"),
+                  file=sys.stderr)
         best = float(state.get("best", best))
         set_rng_state(state["rng"])
         if epoch_step >= steps_per_epoch:
@@ -333,7 +358,7 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
                         persistent_workers=False)
     spec = task.model_spec(cfg, schema)
     cfg_dict = cfg.to_dict()
-    images_per_step = cfg.batch_size * cfg.accumulate * d.world
+    images_per_step = cfg.batch_size * accumulate * d.world
     global_offset = stage * 10**7  # TensorBoard x axis: stages one after another
 
     def checkpoint(path: Path, done: bool = False, metrics: dict | None = None) -> None:
@@ -362,15 +387,15 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
     seen_loss, seen_n, t0, seen_img = 0.0, 0, time.perf_counter(), 0
     last_metrics: dict = {}
     while step < total:
-        sampler.set_epoch(epoch, skip=epoch_step * cfg.accumulate * cfg.batch_size)
+        sampler.set_epoch(epoch, skip=epoch_step * accumulate * cfg.batch_size)
         micro = 0
         optimizer.zero_grad(set_to_none=True)
         for batch in loader:
-            if micro % cfg.accumulate == 0:
+            if micro % accumulate == 0:
                 # Dropout etc. depend only on (seed, stage, step): resumed runs match exactly.
                 torch.manual_seed(step_seed(cfg.seed, stage, step, d.rank))
             micro += 1
-            sync = micro % cfg.accumulate == 0
+            sync = micro % accumulate == 0
             ctx = model.no_sync() if (d.world > 1 and not sync) else contextlib.nullcontext()
             with ctx:
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
@@ -387,7 +412,7 @@ def run_stage(task: Any, cfg: TrainConfig, schema: Any, stage: int, n_stages: in
                              else "none yet")
                     raise DrivelabError(f"loss is {value} at stage {stage + 1} step {step + 1}: training "
                                         f"stopped; last good checkpoint: {where}")
-                scaler.scale(loss / cfg.accumulate).backward()
+                scaler.scale(loss / accumulate).backward()
             seen_loss += value
             seen_n += 1
             if not sync:
