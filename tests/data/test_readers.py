@@ -89,12 +89,26 @@ def test_cityscapes_labelids_to_trainids_and_trainids_accepted(tmp_path: Path) -
     all30 = open_dataset(tmp_path, classes="30")
     assert all30.schema.num_classes == 30
     assert (all30[0].mask[:, 32:48] == all30.schema.names.index("parking")).all()
-    # labelTrainIds present -> used as is (distinct content proves which file was read)
+    # labelTrainIds beside labelIds: labelIds stay the source of truth (distinct content proves
+    # which file was read) and validate reports the disagreement
     trainids = np.full((H, W), 5, np.uint8)
-    write_png(label_path.with_name(label_path.name.replace("labelIds", "labelTrainIds")), trainids)
+    train_path = label_path.with_name(label_path.name.replace("labelIds", "labelTrainIds"))
+    write_png(train_path, trainids)
+    reader = open_dataset(tmp_path)
+    assert reader.items[0].meta["label_kind"] == "labelIds" and reader.items[0].label_path == label_path
+    assert (reader[0].mask[:, :16] == 0).all()
+    from drivelab.data.validate import validate_dataset
+
+    report = validate_dataset(tmp_path, progress=False)
+    assert [(p.path, p.kind) for p in report.problems] == [(train_path, "disagree")]
+    bad = report.problems[0]
+    assert bad.count == H * W and "labelIds are the source of truth" in bad.message
+    # without labelIds (e.g. an `index` conversion) the trainIds file is read as is
+    label_path.unlink()
     reader = open_dataset(tmp_path)
     assert reader.items[0].meta["label_kind"] == "trainIds"
     assert (reader[0].mask == 5).all()
+    assert open_dataset(tmp_path, classes="30").items[0].label_path is None  # 30 classes need labelIds
 
 
 def test_cityscapes_real_sample(cityscapes_sample: Path) -> None:
