@@ -73,5 +73,23 @@ class ValidationReport:
         kinds = ", ".join(f"{n} {k}" for k, n in self.by_kind().items())
         return f"{head} in {files} file{'' if files == 1 else 's'} ({kinds})"
 
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (``drivelab validate --json``)."""
+        return {
+            "root": str(self.root),
+            "format": self.format,
+            "profile": self.profile,
+            "ok": self.ok,
+            "summary": self.summary(),
+            "checked": self.checked,
+            "problems": [
+                {"path": p.display_path(self.root), "kind": p.kind, "message": p.message, "count": p.count,
+                 "colors": p.colors, "bbox": p.bbox}
+                for p in self.problems
+            ],
+            "notes": list(self.notes),
+            "sizes": {k: list(v) for k, v in self.sizes.items()},
+        }
+
     def __str__(self) -> str:
         return "\n".join([*(str(p) for p in self.problems), self.summary()])
