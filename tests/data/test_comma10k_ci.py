@@ -352,3 +352,34 @@ def test_ci_profile_needs_comma10k_and_native_sizes(synth_copy) -> None:
         validate_dataset(small_set, profile="strict", progress=False)
     small = validate_dataset(small_set, profile="comma10k-ci", progress=False)
     assert {p.kind for p in small.problems} == {"size", "location"}  # 32x64 set, and its synth.json
+
+
+def test_real_comma10k_pins_are_used_when_the_checkout_has_them(corpus: Path, monkeypatch) -> None:
+    # In comma10k's own repository dont_modify_imgs.yml pins imgs/0* and imgs/1* to two commits.
+    # A test checkout cannot hold those commits, so pin imgs/0* to this checkout's first commit.
+    _git(corpus, "init", "-q")
+    _git(corpus, "add", "-A")
+    _git(corpus, "commit", "-qm", "dataset")
+    pin = _git(corpus, "rev-parse", "HEAD").strip()
+    monkeypatch.setattr("drivelab.data.validate.COMMA10K_PINNED", {"imgs/0": pin})
+    assert validate_dataset(corpus, profile="comma10k-ci", progress=False).ok
+    # an image added under a pinned prefix changes the diff against the pin: refused
+    img, mask = sorted((corpus / "imgs").iterdir())[0], _mask(corpus)
+    shutil.copy(img, corpus / "imgs" / "0002_new.png")
+    shutil.copy(mask, corpus / "masks" / "0002_new.png")
+    # one outside the pinned prefixes is not protected by their CI once committed, even if changed
+    shutil.copy(img, corpus / "imgs" / "5000_new.png")
+    shutil.copy(mask, corpus / "masks" / "5000_new.png")
+    _git(corpus, "add", "-A")
+    _git(corpus, "commit", "-qm", "more")
+    rgb = read_rgb(corpus / "imgs" / "5000_new.png").copy()
+    rgb[0, 0] ^= 1
+    _save_image(corpus / "imgs" / "5000_new.png", rgb)
+    _git(corpus, "commit", "-qam", "retouch")
+    ci = validate_dataset(corpus, profile="comma10k-ci", progress=False)
+    assert [(p.path.name, p.kind) for p in ci.problems] == [("0002_new.png", "modified")], ci
+    assert "added after commit" in ci.problems[0].message and "imgs/0*" in ci.problems[0].message
+    default = validate_dataset(corpus, progress=False)
+    assert [(p.path.name, p.kind) for p in default.problems] == [("0002_new.png", "modified"),
+                                                                 ("5000_new.png", "modified")], default
+    assert "beyond comma10k's CI, which pins only imgs/0* and imgs/1*" in default.problems[1].message
