@@ -214,3 +214,38 @@ def test_missing_dataset_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_synth_schemas_match_builtin(synth_copy) -> None:
     assert open_dataset(synth_copy("bdd100k")).schema == schemas.bdd100k()
+
+
+def test_item_lookup_by_name_follows_the_items(comma10k_root: Path) -> None:
+    reader = open_dataset(comma10k_root, trainable_only=False)
+    names = reader.names
+    assert [reader.index_of(n) for n in names] == list(range(len(names)))
+    assert reader.item(names[3]) is reader.items[3]
+    with pytest.raises(KeyError):
+        reader.item("nope.png")
+    val = reader.subset(split="val")  # a view has its own index
+    assert val.item("0009_imgs_109.png").split == "val"
+    with pytest.raises(KeyError):
+        val.item(names[0])
+    reader.items = reader.items[::-1]  # reassigned (as the label app filters its reader)
+    assert reader.item(names[0]) is reader.items[-1]
+    reader.items[0], reader.items[1] = reader.items[1], reader.items[0]  # edited in place
+    assert reader.item(names[-1]) is reader.items[1]
+    reader.items.append(reader.items[0])  # a repeated name resolves to its first occurrence
+    assert reader.index_of(reader.items[0].name) == 0
+
+
+def test_reader_and_validate_share_one_file_index(comma10k_root: Path) -> None:
+    from drivelab.data.comma10k import index_files
+
+    reader = open_dataset(comma10k_root, sets=("imgs", "imgs2", "imgsd"), trainable_only=False)
+    index = index_files(comma10k_root)
+    assert [(e.name, e.image, e.labels.get("mask")) for e in index.entries] == \
+        [(it.name, it.image_path, it.label_path) for it in reader.items]
+    (comma10k_root / "masks" / "0002_imgs_102.png").unlink()  # the index keeps the unlabelled image
+    (comma10k_root / "imgs" / "0004_imgs_104.png").unlink()  # and the orphan mask, image None
+    index = index_files(comma10k_root)
+    by_name = {e.name: e for e in index.entries}
+    assert by_name["0002_imgs_102.png"].labels == {} and by_name["0004_imgs_104.png"].image is None
+    reader = open_dataset(comma10k_root, trainable_only=False)
+    assert reader.item("0002_imgs_102.png").label_path is None and "0004_imgs_104.png" not in reader.names

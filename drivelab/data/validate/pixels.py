@@ -93,33 +93,57 @@ def _rgb_key(rgb: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- colour masks
-def ci_rgb(img: Image.Image, path: Path) -> tuple[np.ndarray | None, Problem | None]:
-    """The (H, W, 3) array comma10k's CI checks (``viewer.fix``), or the reason it cannot get one
-    (their script crashes or fails the (H, W, 3) shape check: both refuse the pull request)."""
-    arr = np.asarray(img)
+def ci_refusal(img: Image.Image, path: Path) -> Problem | None:
+    """Why comma10k's CI cannot judge this mask's colours at all (``viewer.fix`` crashes on it or
+    its (H, W, 3) shape check fails: both refuse the pull request), or None."""
     if img.mode == "P":
-        palette = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)
-        top = int(arr.max(initial=0))
-        if top >= len(palette):
-            return None, Problem(path, "channels", f"palette index {top} is past the {len(palette)} palette "
-                                 "entries (comma10k's CI crashes on it)")
-        return palette[arr], None
-    if arr.ndim == 2:
+        palette_len = len(img.getpalette() or []) // 3
+        top = max(i for _, i in img.getcolors(256))
+        if top >= palette_len:
+            return Problem(path, "channels", f"palette index {top} is past the {palette_len} palette entries "
+                           "(comma10k's CI crashes on it)")
+        return None
+    bands = len(img.getbands())
+    if bands == 1:
         what = ("16-bit greyscale" if img.mode.startswith("I") else
                 "greyscale" if img.mode in ("L", "1") else "single-channel")
-        return None, Problem(path, "channels", f"mode {img.mode} ({what}); comma10k masks are 3-channel "
-                             "RGB (comma10k's CI crashes on single-channel masks)")
-    if arr.shape[2] < 3:
-        return None, Problem(path, "channels", f"mode {img.mode} has {arr.shape[2]} channels; comma10k "
-                             "masks are 3-channel RGB (comma10k's CI refuses the shape)")
-    return arr[..., :3], None  # the CI drops a 4th channel (alpha) without looking at it
+        return Problem(path, "channels", f"mode {img.mode} ({what}); comma10k masks are 3-channel RGB "
+                       "(comma10k's CI crashes on single-channel masks)")
+    if bands < 3:
+        return Problem(path, "channels", f"mode {img.mode} has {bands} channels; comma10k masks are "
+                       "3-channel RGB (comma10k's CI refuses the shape)")
+    return None
+
+
+def ci_colors(img: Image.Image, limit: int) -> set[tuple[int, int, int]] | None:
+    """The distinct colours comma10k's CI sees in the mask (palette looked up, a 4th channel
+    dropped), or None when there are more than ``limit`` (then the pixels must be looked at).
+    PIL counts colours in C: a clean mask never needs a full-size numpy pass."""
+    colors = img.getcolors(256 if img.mode == "P" else limit)
+    if colors is None:
+        return None
+    if img.mode == "P":
+        palette = np.asarray(img.getpalette(), np.uint8).reshape(-1, 3)
+        out = {tuple(int(v) for v in palette[i]) for _, i in colors}
+    else:
+        out = {tuple(int(v) for v in c[:3]) for _, c in colors}
+    return out if len(out) <= limit else None
+
+
+def ci_array(img: Image.Image) -> np.ndarray:
+    """The (H, W, 3) array comma10k's CI checks (``viewer.fix``); ``ci_refusal`` must be None."""
+    arr = np.asarray(img)
+    if img.mode == "P":
+        return np.asarray(img.getpalette(), np.uint8).reshape(-1, 3)[arr]
+    return arr[..., :3]  # the CI drops a 4th channel (alpha) without looking at it
 
 
 def _see_through(img: Image.Image) -> int:
     """Pixels a viewer would not show as the stored colour: alpha < 255 or tRNS-transparent."""
-    arr = np.asarray(img)
     if img.mode == "RGBA":
-        return int((arr[..., 3] < 255).sum())
+        if img.getchannel("A").getextrema()[0] == 255:
+            return 0
+        return int((np.asarray(img.getchannel("A")) < 255).sum())
     t = img.info.get("transparency")
     if t is None:
         return 0
@@ -129,9 +153,9 @@ def _see_through(img: Image.Image) -> int:
             alpha[t] = 0
         else:
             alpha[: len(t)] = np.frombuffer(bytes(t), np.uint8)[:256]
-        return int((alpha[arr] < 255).sum())
+        return sum(n for n, i in img.getcolors(256) if alpha[i] < 255)
     if img.mode == "RGB" and isinstance(t, tuple):
-        return int((arr == np.asarray(t, np.uint8)).all(-1).sum())
+        return int((np.asarray(img) == np.asarray(t, np.uint8)).all(-1).sum())
     return 0
 
 
@@ -148,7 +172,7 @@ class ColorRule:
         if f.is_jpeg and not self.ci:
             return [Problem(path, "lossy-mask", "JPEG mask: lossy compression changes label values; masks "
                             f"must be PNG ({BEYOND_CI}, which judges only the decoded colours)")]
-        rgb, problem = ci_rgb(img, path)
+        problem = ci_refusal(img, path)
         if problem is not None:
             return [problem]
         out = []
@@ -163,12 +187,16 @@ class ColorRule:
                 out.append(Problem(path, "channels", "16 bits per channel: readers differ (PIL keeps the "
                                    f"high byte, OpenCV all 16 bits); masks must be 8-bit ({BEYOND_CI}, "
                                    "which sees only the high byte)"))
-        key = _rgb_key(rgb)
-        ok = np.isin(key, _rgb_key(self.schema.palette))
-        if not ok.all():
-            bad = ~ok
-            out.append(pixel_problem(path, bad, key[bad], f"not {self.schema.name} palette colours", _hex))
-        elif f.is_jpeg:
+        palette = {tuple(int(v) for v in c) for c in self.schema.palette}
+        colors = ci_colors(img, len(palette))
+        if colors is None or not colors <= palette:
+            key = _rgb_key(ci_array(img))
+            bad = ~np.isin(key, _rgb_key(self.schema.palette))
+            if bad.any():  # more distinct RGBA values than colours can still all be exact
+                what = f"not {self.schema.name} palette colours"
+                out.append(pixel_problem(path, bad, key[bad], what, _hex))
+                return out
+        if f.is_jpeg:
             notes.append(f"{path.name}: JPEG data, yet every pixel is an exact palette colour (comma10k's CI "
                          "accepts it; the default profile refuses it as a lossy mask)")
         return out
