@@ -329,13 +329,14 @@ def test_modified_image_in_a_git_checkout(corpus: Path) -> None:
 
 
 def test_git_checkout_judges_only_what_would_be_committed(corpus: Path) -> None:
-    (corpus / ".gitignore").write_text("scratch/\n")
+    (corpus / ".gitignore").write_text("scratch/\nmasks/*.bak.png\n")
     _git(corpus, "init", "-q")
     _git(corpus, "add", "-A")
     _git(corpus, "commit", "-qm", "dataset")
     (corpus / "scratch").mkdir()
     (corpus / "scratch" / "notes.txt").write_text("ignored: never part of a pull request")
     (corpus / "todo.txt").write_text("untracked: would be committed")
+    Image.new("L", (4, 4)).save(corpus / "masks" / "x.bak.png")  # ignored: their CI never sees it
     report = validate_dataset(corpus, profile="comma10k-ci", progress=False)
     assert [(p.path.name, p.kind) for p in report.problems] == [("todo.txt", "location")]
 

@@ -99,6 +99,8 @@ def validate_dataset(
             report.notes.append(f"git cannot list this checkout ({e}); judged as a plain folder")
             git = ctx.git = None
     index = _indexers()[format](root)
+    if ci and ctx.committed is not None:
+        _only_committed(index, ctx.committed)
     plan = PLANS[format](index, ctx)
 
     hashes = compute_hashes or reference_hashes is not None or git is not None
@@ -122,6 +124,19 @@ def validate_dataset(
                             "reference (comma10k's CI refuses any change to imgs/)")
     report.problems.sort(key=lambda p: (str(p.path), p.kind))
     return report
+
+
+def _only_committed(index: FileIndex, committed: set[str]) -> None:
+    """Keep the files a commit of the work tree would hold (a pull request never sees ignored ones)."""
+    root = index.root
+    kept = []
+    for e in index.entries:
+        if e.image is not None and e.image.relative_to(root).as_posix() not in committed:
+            e.image = None
+        e.labels = {r: p for r, p in e.labels.items() if p.relative_to(root).as_posix() in committed}
+        if e.image is not None or e.labels:
+            kept.append(e)
+    index.entries = kept
 
 
 # --------------------------------------------------------------------------- pixel pass
@@ -261,13 +276,13 @@ def _check_history(git: GitCheckout, entries: list[Entry], results: list[_Checke
         pins = {}
         if pinned:
             for prefix, commit in COMMA10K_PINNED.items():
-                folder, _, start = prefix.partition("/")
-                tree = git.tree(commit, folder)
-                now = {p for p in current if p.startswith(prefix)} | {
-                    c for c in (ctx.committed or ()) if c.startswith(prefix)}
-                for path in sorted(set(tree) | now):
-                    if path.startswith(prefix) and tree.get(path) != current.get(path):
-                        pins[path] = (tree.get(path), commit, True)
+                tree = git.tree(commit, prefix.split("/", 1)[0])
+                for path in sorted(set(tree) | set(current)):
+                    now = current.get(path)
+                    if not path.startswith(prefix) or (now is None and (root / path).exists()):
+                        continue  # outside the pin, or not an image of the index (layout rules judge it)
+                    if tree.get(path) != now:
+                        pins[path] = (tree.get(path), commit, prefix)
         # With the pins present, comma10k's CI protects nothing else: the ci profile stops there.
         first = {} if pinned and ctx.ci else git.first_commits(folders)
     except GitError as e:
@@ -281,7 +296,7 @@ def _check_history(git: GitCheckout, entries: list[Entry], results: list[_Checke
         if now is None and (root / path).exists():
             continue  # there, but not an image of the index: the layout rules judge it
         if now != pin.blob:
-            changed[path] = (pin.blob, pin.commit, False)
+            changed[path] = (pin.blob, pin.commit, None)
     # Blobs computed in-process can differ from git's where the checkout filters files (LFS,
     # line endings): ask git itself before calling an image changed.
     recheck = [p for p, (ref, _, _) in changed.items() if ref is not None and current.get(p) is not None]
@@ -291,12 +306,12 @@ def _check_history(git: GitCheckout, entries: list[Entry], results: list[_Checke
                 del changed[path]
     except GitError:
         pass
-    for path, (ref, commit, by_pin) in sorted(changed.items()):
+    for path, (ref, commit, prefix) in sorted(changed.items()):
         now = current.get(path)
-        if by_pin:
+        if prefix is not None:
             what = ("added after" if ref is None else "deleted since" if now is None else "changed since")
             msg = (f"image {what} commit {commit[:12]}, to which comma10k's dont_modify_imgs workflow pins "
-                   f"{path.split('/')[0]}/{path.split('/')[1][0]}*")
+                   f"{prefix}*")
         else:
             what = "deleted" if now is None else "changed"
             msg = f"image {what} since commit {commit[:12]} added it"
