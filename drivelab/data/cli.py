@@ -37,8 +37,15 @@ def validate_cmd(
     format: str = typer.Option(
         None, "--format", "-f", help="comma10k, cityscapes, bdd100k, coco or folder (default: detected)."
     ),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="default (every rule, stricter ones say so) or comma10k-ci (exactly comma10k's pull-request "
+        "CI verdict; comma10k datasets only).",
+    ),
     hashes: Path = typer.Option(
-        None, "--hashes", help="Reference image hashes (`sha1  name` lines or JSON): images must match."
+        None, "--hashes", help="Reference image hashes (`sha1  name` lines or JSON): images must match "
+        "(a git checkout is also checked against its own history)."
     ),
     write_hashes: Path = typer.Option(
         None, "--write-hashes", help="Write the images' sha1 hashes to this file (sha1sum format)."
@@ -50,9 +57,12 @@ def validate_cmd(
         "(default: each folder's most common size; see docs/data.md).",
     ),
     limit: int = typer.Option(50, help="Show at most this many problems in the table (all are counted)."),
+    json_out: Path = typer.Option(
+        None, "--json", help="Also write the report as JSON (ok, summary, problems, notes) to this file."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Check masks and images: partners, sizes, channels, exact palette colours, ids, COCO json."""
+    """Check masks and images: partners, sizes, channels, exact palette colours, ids, layout, COCO json."""
     from rich.table import Table
 
     from drivelab.data.validate import read_hashes, validate_dataset, write_hash_file
@@ -61,12 +71,13 @@ def validate_cmd(
     report = validate_dataset(
         dataset,
         format,
+        profile=profile,
         reference_hashes=reference,
         expected_size=_size_option(size),
         compute_hashes=write_hashes is not None,
         progress=not quiet,
     )
-    out = _console()
+    err = _console(stderr=True)  # table and notes on stderr, the verdict line on stdout
     if report.problems:
         table = Table(title=report.summary(), show_lines=False)
         table.add_column("file", overflow="fold")
@@ -74,15 +85,19 @@ def validate_cmd(
         table.add_column("details", overflow="fold")
         for p in report.problems[:limit]:
             table.add_row(p.display_path(report.root), p.kind, p.message)
-        out.print(table)
+        err.print(table)
         if len(report.problems) > limit:
-            out.print(f"... and {len(report.problems) - limit} more (use --limit)")
+            err.print(f"... and {len(report.problems) - limit} more (use --limit)")
     for note in report.notes:
-        out.print(f"note: {note}")
+        err.print(f"note: {note}")
     if write_hashes is not None:
         write_hash_file(write_hashes, report.hashes)
-        out.print(f"wrote {len(report.hashes)} image hashes to {write_hashes}")
-    out.print(report.summary())
+        err.print(f"wrote {len(report.hashes)} image hashes to {write_hashes}")
+    if json_out is not None:
+        from drivelab.io import write_json
+
+        write_json(json_out, report.to_dict())
+    _console().print(report.summary())
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -5,10 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivelab import schema as schemas
+from drivelab.data.index import Entry, FileIndex, is_image_file
 from drivelab.data.sample import Item, Reader
 from drivelab.errors import DrivelabError
-from drivelab.io import IMAGE_SUFFIXES
 from drivelab.schema import ClassSchema
+
+
+def index_files(root: str | Path, recursive: bool = True) -> FileIndex:
+    """Every image file under ``root`` (recursively unless told otherwise), sorted. Hidden folders
+    (``.drivelab/`` holds the label app's history and store) are not data. Each image is its own
+    size group: a folder of inference inputs may mix sizes."""
+    root = Path(root)
+    pattern = "**/*" if recursive else "*"
+    files = sorted(
+        p
+        for p in root.glob(pattern)
+        if is_image_file(p)
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    entries = [Entry(p.relative_to(root).as_posix(), f"/{p}", p, split="pool") for p in files]
+    return FileIndex("folder", root, entries)
 
 
 class FolderReader(Reader):
@@ -19,14 +36,7 @@ class FolderReader(Reader):
         if not self.root.is_dir():
             raise DrivelabError("folder not found", self.root)
         self.schema = schema or schemas.comma10k()
-        pattern = "**/*" if recursive else "*"
-        # Hidden folders (.drivelab/ holds the label app's history and store) are not data.
-        files = sorted(
-            p
-            for p in self.root.glob(pattern)
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-        )
-        if not files:
+        self.file_index = index_files(self.root, recursive)
+        if not self.file_index.entries:
             raise DrivelabError("no images found", self.root)
-        self.items = [Item(str(p.relative_to(self.root)), p, None, split="pool") for p in files]
+        self.items = [Item(e.name, e.image, None, split=e.split) for e in self.file_index.entries]

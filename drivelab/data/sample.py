@@ -41,6 +41,20 @@ class Instances:
 
 
 @dataclass
+class Boxes:
+    """Annotations that have a box but no usable mask (e.g. bbox-only COCO exports): ``boxes``
+    (N, 4) xyxy float, ``labels`` train ids, ``ids`` the source ids. Instance training can use them
+    where the model takes boxes without masks; semantic masks never include them."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
 class Item:
     """One entry of a reader's index: enough to find and load a sample, nothing decoded."""
 
@@ -54,7 +68,8 @@ class Item:
 @dataclass
 class Sample:
     """A loaded sample: RGB image (H, W, 3) uint8, semantic mask (H, W) uint8 train ids with
-    the schema's ignore index, and/or instances."""
+    the schema's ignore index, and/or instances (plus ``box_only``: annotations with a box and no
+    usable mask, kept out of ``instances`` and ``mask``)."""
 
     name: str
     image: np.ndarray
@@ -62,6 +77,7 @@ class Sample:
     instances: Instances | None = None
     split: str = "train"
     meta: dict = field(default_factory=dict)
+    box_only: Boxes | None = None
 
 
 class Reader:
@@ -71,7 +87,16 @@ class Reader:
     format: str = "base"
     schema: ClassSchema
     root: Path
-    items: list[Item]
+
+    @property
+    def items(self) -> list[Item]:
+        return self.__dict__.setdefault("_items", [])
+
+    @items.setter
+    def items(self, items: list[Item]) -> None:
+        # Assigning a new list (subset views, the label app's filtering) drops the name index.
+        self.__dict__["_items"] = items
+        self.__dict__["_by_name"] = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -106,11 +131,25 @@ class Reader:
     def load_mask(self, item: Item) -> np.ndarray:
         raise NotImplementedError
 
+    def index_of(self, name: str) -> int:
+        """Position of the item called ``name`` (the first one, if a layout repeats a name)."""
+        items = self.items
+        key = (id(items), len(items))
+        cached = self.__dict__.get("_by_name")
+        if cached is None or cached[0] != key:
+            cached = (key, _name_index(items))
+        i = cached[1].get(name)
+        if i is not None and items[i].name != name:  # the list was edited in place: rebuild once
+            cached = (key, _name_index(items))
+            i = cached[1].get(name)
+        self.__dict__["_by_name"] = cached
+        if i is None:
+            raise KeyError(name)
+        return i
+
     def item(self, name: str) -> Item:
-        for it in self.items:
-            if it.name == name:
-                return it
-        raise KeyError(name)
+        """The item called ``name`` (a dict lookup; KeyError when there is none)."""
+        return self.items[self.index_of(name)]
 
     def subset(self, split: str | None = None, names: list[str] | None = None) -> Reader:
         """A view of this reader restricted to a split and/or a list of names."""
@@ -130,3 +169,10 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, {len(self)} items, schema={self.schema.name})"
+
+
+def _name_index(items: list[Item]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, it in enumerate(items):
+        out.setdefault(it.name, k)
+    return out

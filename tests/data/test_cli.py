@@ -91,3 +91,23 @@ def test_convert_index_cli(synth_copy, tmp_path: Path) -> None:
     mask = next((tmp_path / "idx").glob("labels/sem_seg/masks/*/*.png"))
     orig = src / mask.relative_to(tmp_path / "idx")
     np.testing.assert_array_equal(read_label(mask), read_label(orig))
+
+
+def test_validate_profile_and_json(synth_copy, tmp_path: Path) -> None:
+    import json
+
+    root = synth_copy("comma10k")
+    assert runner.invoke(app, ["validate", str(root), "-q"]).exit_code == 0  # synth.json is drivelab's own
+    out = tmp_path / "report.json"
+    ci = runner.invoke(app, ["validate", str(root), "-q", "--profile", "comma10k-ci", "--json", str(out)])
+    assert ci.exit_code == 1, ci.output
+    assert "comma10k (comma10k-ci): 12 files checked" in ci.output and "synth.json" in ci.output
+    report = json.loads(out.read_text())
+    assert report["profile"] == "comma10k-ci" and report["ok"] is False
+    kinds = {(p["path"], p["kind"]) for p in report["problems"]}
+    first_mask = "masks/" + sorted(p.name for p in (root / "masks").iterdir())[0]
+    assert ("synth.json", "location") in kinds and (first_mask, "size") in kinds
+    bad = subprocess.run([sys.executable, "-m", "drivelab.cli", "validate", str(root), "--profile", "strict"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "unknown validation profile 'strict'" in bad.stderr

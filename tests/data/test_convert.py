@@ -58,11 +58,12 @@ def test_real_cityscapes_frame_to_official_train_ids(cityscapes_sample: Path, tm
     label_ids = np.asarray(Image.open(src))
     assert len(np.unique(label_ids)) > 5  # a real street scene, many classes
     np.testing.assert_array_equal(train_ids, _official(label_ids))
-    # the mirrored image is untouched and the reader now picks the trainIds file
+    # the mirrored image is untouched; the reader keeps reading labelIds (the source of truth) and
+    # validate finds the new trainIds in agreement with them, pixel for pixel
     img = next(cityscapes_sample.glob("leftImg8bit/val/frankfurt/*.png"))
     assert (out / img.relative_to(cityscapes_sample)).read_bytes() == img.read_bytes()
     reader = open_dataset(out)
-    assert reader.items[0].meta["label_kind"] == "trainIds"
+    assert reader.items[0].meta["label_kind"] == "labelIds"
     np.testing.assert_array_equal(reader[0].mask, _official(label_ids))
     assert validate_dataset(out, progress=False).ok
 

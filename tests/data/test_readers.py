@@ -89,12 +89,26 @@ def test_cityscapes_labelids_to_trainids_and_trainids_accepted(tmp_path: Path) -
     all30 = open_dataset(tmp_path, classes="30")
     assert all30.schema.num_classes == 30
     assert (all30[0].mask[:, 32:48] == all30.schema.names.index("parking")).all()
-    # labelTrainIds present -> used as is (distinct content proves which file was read)
+    # labelTrainIds beside labelIds: labelIds stay the source of truth (distinct content proves
+    # which file was read) and validate reports the disagreement
     trainids = np.full((H, W), 5, np.uint8)
-    write_png(label_path.with_name(label_path.name.replace("labelIds", "labelTrainIds")), trainids)
+    train_path = label_path.with_name(label_path.name.replace("labelIds", "labelTrainIds"))
+    write_png(train_path, trainids)
+    reader = open_dataset(tmp_path)
+    assert reader.items[0].meta["label_kind"] == "labelIds" and reader.items[0].label_path == label_path
+    assert (reader[0].mask[:, :16] == 0).all()
+    from drivelab.data.validate import validate_dataset
+
+    report = validate_dataset(tmp_path, progress=False)
+    assert [(p.path, p.kind) for p in report.problems] == [(train_path, "disagree")]
+    bad = report.problems[0]
+    assert bad.count == H * W and "labelIds are the source of truth" in bad.message
+    # without labelIds (e.g. an `index` conversion) the trainIds file is read as is
+    label_path.unlink()
     reader = open_dataset(tmp_path)
     assert reader.items[0].meta["label_kind"] == "trainIds"
     assert (reader[0].mask == 5).all()
+    assert open_dataset(tmp_path, classes="30").items[0].label_path is None  # 30 classes need labelIds
 
 
 def test_cityscapes_real_sample(cityscapes_sample: Path) -> None:
@@ -200,3 +214,38 @@ def test_missing_dataset_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_synth_schemas_match_builtin(synth_copy) -> None:
     assert open_dataset(synth_copy("bdd100k")).schema == schemas.bdd100k()
+
+
+def test_item_lookup_by_name_follows_the_items(comma10k_root: Path) -> None:
+    reader = open_dataset(comma10k_root, trainable_only=False)
+    names = reader.names
+    assert [reader.index_of(n) for n in names] == list(range(len(names)))
+    assert reader.item(names[3]) is reader.items[3]
+    with pytest.raises(KeyError):
+        reader.item("nope.png")
+    val = reader.subset(split="val")  # a view has its own index
+    assert val.item("0009_imgs_109.png").split == "val"
+    with pytest.raises(KeyError):
+        val.item(names[0])
+    reader.items = reader.items[::-1]  # reassigned (as the label app filters its reader)
+    assert reader.item(names[0]) is reader.items[-1]
+    reader.items[0], reader.items[1] = reader.items[1], reader.items[0]  # edited in place
+    assert reader.item(names[-1]) is reader.items[1]
+    reader.items.append(reader.items[0])  # a repeated name resolves to its first occurrence
+    assert reader.index_of(reader.items[0].name) == 0
+
+
+def test_reader_and_validate_share_one_file_index(comma10k_root: Path) -> None:
+    from drivelab.data.comma10k import index_files
+
+    reader = open_dataset(comma10k_root, sets=("imgs", "imgs2", "imgsd"), trainable_only=False)
+    index = index_files(comma10k_root)
+    assert [(e.name, e.image, e.labels.get("mask")) for e in index.entries] == \
+        [(it.name, it.image_path, it.label_path) for it in reader.items]
+    (comma10k_root / "masks" / "0002_imgs_102.png").unlink()  # the index keeps the unlabelled image
+    (comma10k_root / "imgs" / "0004_imgs_104.png").unlink()  # and the orphan mask, image None
+    index = index_files(comma10k_root)
+    by_name = {e.name: e for e in index.entries}
+    assert by_name["0002_imgs_102.png"].labels == {} and by_name["0004_imgs_104.png"].image is None
+    reader = open_dataset(comma10k_root, trainable_only=False)
+    assert reader.item("0002_imgs_102.png").label_path is None and "0004_imgs_104.png" not in reader.names

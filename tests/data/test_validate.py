@@ -111,11 +111,17 @@ def test_rgba_and_greyscale_masks(synth_copy) -> None:
     root = synth_copy("comma10k")
     masks = sorted((root / "masks").iterdir())
     rgb = read_rgb(masks[0])
-    Image.fromarray(np.dstack([rgb, np.full((H, W), 255, np.uint8)]), "RGBA").save(masks[0])
+    alpha = np.full((H, W), 255, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(masks[0])
+    assert _validate(root).ok  # opaque RGBA: the alpha channel changes nothing (comma10k's CI drops it)
+    alpha[3:5, 7:9] = 128
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(masks[0])
     Image.fromarray(rgb[..., 0]).save(masks[1])
     report = _validate(root)
     assert [(p.path, p.kind) for p in report.problems] == [(masks[0], "channels"), (masks[1], "channels")]
-    assert "RGBA" in report.problems[0].message and "mode L" in report.problems[1].message
+    assert "4 pixels are alpha < 255" in report.problems[0].message
+    assert "beyond comma10k's CI" in report.problems[0].message
+    assert "mode L" in report.problems[1].message and "crashes" in report.problems[1].message
 
 
 def test_palette_png_masks_decode_through_their_palette(synth_copy) -> None:
@@ -141,8 +147,11 @@ def test_jpeg_mask(synth_copy) -> None:
     (root / "files_trainable").unlink()  # it would (rightly) report the .png it lists as missing
     Image.open(mask).convert("RGB").save(jpg, quality=95)
     mask.unlink()
-    p = _only(_validate(root), "lossy-mask")
-    assert p.path == jpg and "JPEG" in str(p)
+    report = _validate(root)
+    # a mask has its image's exact file name: x.jpg is no mask of x.png
+    assert sorted((p.path, p.kind) for p in report.problems) == sorted(
+        [(jpg, "lossy-mask"), (jpg, "missing-partner"), (root / "imgs" / mask.name, "missing-partner")])
+    assert "JPEG" in str(next(p for p in report.problems if p.kind == "lossy-mask"))
     # a JPEG hiding behind a .png name is caught from its content
     Image.open(jpg).save(mask, format="JPEG")
     jpg.unlink()

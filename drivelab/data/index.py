@@ -1,0 +1,69 @@
+"""FileIndex: which files a dataset layout holds and how they pair up.
+
+Each reader module owns the one function that walks its layout (``comma10k.index_files``,
+``cityscapes.index_files`` ...). Its reader builds ``items`` from that index, and ``validate`` checks
+exactly the files of that index, so the two can never disagree on which mask belongs to which image.
+An index records facts only (what is there, what is missing); whether a fact is a problem is a
+validation rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drivelab.io import IMAGE_SUFFIXES
+
+Size = tuple[int, int]  # (H, W)
+
+
+@dataclass
+class Entry:
+    """One sample as found on disk: its image (None when missing) and its label files by role.
+
+    Roles are the format's own words: comma10k ``mask``; Cityscapes ``gtFine_labelIds``,
+    ``gtFine_labelTrainIds``, ``gtFine_instanceIds``, ``gtFine_color`` (and ``gtCoarse_*``); BDD100K
+    ``mask`` and ``colormap``. ``group`` names the folder whose images share one size; a group
+    starting with ``/`` holds one file whose size comes from metadata (``expected``, e.g. COCO json).
+    """
+
+    name: str
+    group: str
+    image: Path | None
+    labels: dict[str, Path] = field(default_factory=dict)
+    split: str = "train"
+    meta: dict = field(default_factory=dict)
+    expected: Size | None = None
+
+
+@dataclass
+class FileIndex:
+    """Every sample of one dataset plus what the layout says about sizes and stray files."""
+
+    format: str
+    root: Path
+    entries: list[Entry] = field(default_factory=list)
+    native: dict[str, Size] = field(default_factory=dict)  # group -> the format's own image size
+    others: list[Path] = field(default_factory=list)  # non-image files inside the layout's folders
+    missing_dirs: list[tuple[Path, str]] = field(default_factory=list)  # (folder, why it should exist)
+    meta: dict = field(default_factory=dict)  # format-specific facts (comma10k: files_trainable, ...)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def folder_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Entries directly in ``folder``: (image files by file name, everything else), both sorted.
+
+    Everything else includes sub-folders and hidden files: a layout folder holds images only, and
+    comma10k's CI fails on anything else it finds there."""
+    if not folder.is_dir():
+        return {}, []
+    images, others = {}, []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and is_image_file(p):
+            images[p.name] = p
+        else:
+            others.append(p)
+    return images, others
