@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from drivelab.data import open_dataset
 from drivelab.io import read_label
-from drivelab.label.app import create_app
 from drivelab.schema import cityscapes
+from tests.label.conftest import client
 
 
 def _mask(resp) -> np.ndarray:
@@ -25,7 +24,7 @@ def test_cityscapes_saves_label_ids_keeping_untouched_ids(cityscapes_sample, tmp
     reader = open_dataset(root)
     item = reader.items[0]
     raw_before = read_label(item.label_path)
-    c = TestClient(create_app(root))
+    c = client(root)
     mask = _mask(c.get("/api/mask", params={"name": item.name})).copy()
     assert np.array_equal(mask, reader.load_mask(item))
     mask[100:200, 300:600] = 13  # car
@@ -47,7 +46,7 @@ def test_bdd100k_saves_train_ids(tmp_path):
     masks.mkdir(parents=True)
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(root / "images" / "10k" / "val" / "a.jpg")
     Image.fromarray(np.full((32, 48), 255, np.uint8)).save(masks / "a.png")
-    c = TestClient(create_app(root))
+    c = client(root)
     assert c.get("/api/info").json()["allows_unlabelled"]
     mask = np.full((32, 48), 255, np.uint8)
     mask[:, :10] = 18
