@@ -189,7 +189,7 @@ class MaskIO:
         path = self.mask_path(item)
         if outside_root(self.root, path if path.exists() else path.parent):
             raise DrivelabError("the mask resolves outside the dataset (a symlink?); refused", path)
-        for _attempt in range(20):
+        for _attempt in range(5):
             rec = self.store.get(item.name)
             try:
                 data = path.read_bytes()
