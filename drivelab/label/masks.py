@@ -30,6 +30,7 @@ from drivelab.data.sample import Item, Reader
 from drivelab.errors import DrivelabError
 from drivelab.io import read_label, read_rgb
 from drivelab.label.store import STORE_DIR, ReviewStore
+from drivelab.label.uploads import MAX_IMAGE_PIXELS, UploadRefused
 from drivelab.label.versions import HISTORY, PRIMARY, SaveResult, VersionedFiles
 from drivelab.schema import CITYSCAPES_LABELS
 
@@ -405,5 +406,8 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.height, img.width
+    except Image.DecompressionBombError:
+        raise UploadRefused(f"image is over the app's {MAX_IMAGE_PIXELS:,}-pixel limit (and PIL's)",
+                            str(path)) from None
     except OSError as e:
         raise DrivelabError(f"unreadable image ({e})", path) from None

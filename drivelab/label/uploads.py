@@ -82,7 +82,14 @@ def _decode_png(body: bytes, height: int, width: int, name: str) -> np.ndarray:
         kind = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}.get(color, f"type {color}")
         raise UploadRefused(f"mask PNG must hold 8-bit single-channel train ids, not {depth}-bit {kind}",
                             name)
-    # The header fixes the decoded size at H*W bytes, so decoding below is bounded.
+    if _interlace:
+        raise UploadRefused("interlaced mask PNGs are not accepted (save it without interlacing)", name)
+    # Inflate the pixel data ourselves, bounded by what the header promises, so a stream that is
+    # short (a truncated file PIL would pad with zeros) or long (a bomb) is refused.
+    raw = _inflate_idat(body, height * (width + 1), name)
+    if len(raw) != height * (width + 1):
+        raise UploadRefused(f"unreadable mask PNG (pixel data is {len(raw)} bytes, the header says "
+                            f"{height * (width + 1)})", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,6 +102,26 @@ def _decode_png(body: bytes, height: int, width: int, name: str) -> np.ndarray:
     if mask.shape != (height, width):
         raise UploadRefused(f"mask PNG decodes to {mask.shape[1]}x{mask.shape[0]}", name)
     return mask
+
+
+def _inflate_idat(body: bytes, limit: int, name: str) -> bytes:
+    pos, chunks = 8, []
+    while pos + 8 <= len(body):
+        length, kind = struct.unpack(">I4s", body[pos:pos + 8])
+        data = body[pos + 8:pos + 8 + length]
+        if len(data) != length or pos + 12 + length > len(body):
+            raise UploadRefused("unreadable mask PNG (a chunk runs past the end of the file)", name)
+        if kind == b"IDAT":
+            chunks.append(data)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(b"".join(chunks), limit + 1)
+    except zlib.error as e:
+        raise UploadRefused(f"unreadable mask PNG ({e})", name) from None
+    return out
 
 
 def check_image_pixels(height: int, width: int, path: object) -> None:
