@@ -67,25 +67,33 @@ class ImageIndex:
     def _clean(self, items: list[Item]) -> list[Item]:
         root = Path(self.reader.root)
         skipped = Skipped()
-        # Resolving every path is slow at 100k images: resolve each folder once, and files only
-        # when they are symlinks themselves.
-        folder_ok: dict[Path, bool] = {}
+        # At 100k images pathlib costs seconds here: plain strings, each folder resolved once, and
+        # files only when they are symlinks themselves.
+        store = f"{os.sep}{STORE_DIR}{os.sep}"
+        folder_ok: dict[str, bool] = {}
+        links: dict[str, set[str]] = {}  # folder -> names of the symlinks in it (one scandir each)
+        folders: dict[str, Item] = {}
         out = []
         for it in items:
-            if STORE_DIR in Path(it.image_path).parts:
+            path = str(it.image_path)
+            if store in path:
                 continue
             if _CONTROL.search(it.name):
                 skipped.bad_name += 1
                 continue
-            parent = Path(it.image_path).parent
+            parent, _, base = path.rpartition(os.sep)
             ok = folder_ok.get(parent)
             if ok is None:
-                ok = folder_ok[parent] = not outside_root(root, parent)
-            if not ok or (os.path.islink(it.image_path) and outside_root(root, it.image_path)):
+                ok = folder_ok[parent] = not outside_root(root, Path(parent))
+                links[parent] = _symlinks(parent)
+                if ok:
+                    folders[parent] = it
+            if not ok or (base in links[parent] and outside_root(root, Path(path))):
                 skipped.outside_root += 1
                 continue
             out.append(it)
         self.skipped = skipped
+        self.folders = folders  # image folder -> one of its items (where that folder's masks go)
         return out
 
     def _build(self, items: list[Item]) -> None:
@@ -126,12 +134,12 @@ class ImageIndex:
         return [it.label_path is not None for it in items]
 
     def _watched_mtimes(self) -> dict[str, int]:
-        folders = {str(Path(it.image_path).parent) for it in self.items}
-        folders |= {str(Path(f).parent) for f in folders}
+        folders = set(self.folders)
+        folders |= {os.path.dirname(f) for f in folders}
         folders.add(str(self.reader.root))
         for it in self.items[:1] + self.items[-1:]:
             if it.label_path is not None:
-                folders.add(str(Path(it.label_path).parent))
+                folders.add(os.path.dirname(str(it.label_path)))
         out = {}
         for f in folders:
             try:
@@ -290,6 +298,14 @@ class ImageIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _symlinks(folder: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except OSError:
+        return set()
 
 
 def _num(v: float) -> float | None:

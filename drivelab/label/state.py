@@ -80,10 +80,11 @@ class LabelState:
         self.reader = self.index.reader
         self.masks = MaskIO(self.reader, self.store)
         self.schema = self.reader.schema
+        self._folders = self._mask_folders()
         self.read_only_reason = self._read_only_reason()
         self.recovery = RecoveryReport()
         if self.writable:
-            self.recovery = self.masks.versions.recover(self._paths_of, self._mask_folders())
+            self.recovery = self.masks.versions.recover(self._paths_of, self._folders)
         self._model_spec = model
         self._predictor = model if (model is not None and hasattr(model, "predict")) else None
         self._model_lock = threading.Lock()
@@ -103,7 +104,7 @@ class LabelState:
             return f"{self.reader.format} datasets are browse-only in the label app"
         if self.store.read_only:
             return f"the dataset is read-only ({self.store.read_only_reason})"
-        for folder in self._mask_folders():
+        for folder in self._folders:
             probe = folder
             while not probe.exists() and probe != self.root and probe.parent != probe:
                 probe = probe.parent  # a folder a first save would create: its parent must be writable
@@ -117,10 +118,7 @@ class LabelState:
 
     def _mask_folders(self) -> set[Path]:
         # One item per image folder decides where that folder's masks go (cheap at 100k images).
-        reps: dict[Path, Item] = {}
-        for it in self.index.items:
-            reps.setdefault(Path(it.image_path).parent, it)
-        return self.masks.folders(list(reps.values())) if self.masks.writable else set()
+        return self.masks.folders(list(self.index.folders.values())) if self.masks.writable else set()
 
     def _paths_of(self, name: str) -> dict[str, Path] | None:
         it = self.index.item(name)
@@ -226,4 +224,8 @@ def _read_table(path: str | Path) -> dict[str, float]:
         raise DrivelabError(f"unreadable per-image table ({e})", path) from None
     if "name" not in df.columns or "loss" not in df.columns:
         raise DrivelabError(f"per-image table needs columns name and loss, has {list(df.columns)}", path)
-    return {str(n): float(v) for n, v in zip(df["name"], df["loss"], strict=True)}
+    try:
+        losses = df["loss"].to_numpy(dtype=float).tolist()
+    except (TypeError, ValueError):
+        raise DrivelabError("the loss column must hold numbers", path) from None
+    return dict(zip(df["name"].astype(str).tolist(), losses, strict=True))

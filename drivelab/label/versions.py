@@ -297,8 +297,9 @@ def _remove_temp(history_root: Path, folders: Iterable[Path]) -> int:
     removed = 0
     for folder, _dirs, files in walks:
         for f in files:
-            ours = any(f"{s}." in f.lower() for s in _TEMP_TARGETS)
-            if f.startswith(".") and f.endswith(TEMP_SUFFIX) and ours:
+            if not (f.endswith(TEMP_SUFFIX) and f.startswith(".")):
+                continue
+            if any(f"{s}." in f.lower() for s in _TEMP_TARGETS):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(folder, f))
                     removed += 1
