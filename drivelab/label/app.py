@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
@@ -74,11 +74,12 @@ def create_app(
 
     app = FastAPI(title="drivelab label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.label = state
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    # Bodies over 128 KiB (masks) are compressed in a worker thread by Starlette, never on the loop.
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=6)
     app.add_middleware(SecurityMiddleware, access=access)  # outermost: runs before anything else
     for router in ROUTERS:
         app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Static(directory=STATIC), name="static")
     _errors(app)
     return app
 
@@ -128,6 +129,15 @@ def _errors(app: FastAPI) -> None:
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, 422)
+
+
+class _Static(StaticFiles):
+    """The page's modules, revalidated on every load (an upgraded app never runs stale modules)."""
+
+    async def get_response(self, path: str, scope: dict) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _whoami() -> str:
