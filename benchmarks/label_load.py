@@ -90,11 +90,16 @@ def measure_sizes(work: Path, sizes: list[int]) -> None:
     from drivelab.label.app import create_app
 
     print("\n### open and grid pages (in-process, TestClient)\n")
-    print("| images | open: create_app + first page | per image | p50 / p99 of a grid page (240 rows), "
-          "by query | peer: whole list as JSON (before paging) |")
-    print("|---|---|---|---|---|")
+    from drivelab.data import open_dataset
+
+    print("| images | open: create_app + first page | of which the dataset reader | per image | p50 / p99 of "
+          "a grid page (240 rows), by query | peer: whole list as JSON (before paging) |")
+    print("|---|---|---|---|---|---|")
     for n in sizes:
         root = work / f"set{n}"
+        t0 = time.perf_counter()
+        open_dataset(root)
+        t_reader = time.perf_counter() - t0
         t0 = time.perf_counter()
         app = create_app(root, table=work / f"set{n}.parquet")
         c = TestClient(app, base_url="http://127.0.0.1:8765")
@@ -120,7 +125,8 @@ def measure_sizes(work: Path, sizes: list[int]) -> None:
             rows += app.state.label.index.page(offset=off, limit=1000)["items"]
         whole = json.dumps({"total": n, "items": rows})
         t_whole = time.perf_counter() - t
-        print(f"| {n:,} | {t_open:.2f} s | {t_open / n * 1e6:.1f} µs | {'<br>'.join(cells)} (ms) | "
+        print(f"| {n:,} | {t_open:.2f} s | {t_reader:.2f} s | {t_open / n * 1e6:.1f} µs | "
+              f"{'<br>'.join(cells)} (ms) | "
               f"{t_whole:.2f} s, {len(whole) / 1e6:.1f} MB per request |")
 
 

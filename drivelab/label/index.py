@@ -134,12 +134,12 @@ class ImageIndex:
         return [it.label_path is not None for it in items]
 
     def _watched_mtimes(self) -> dict[str, int]:
+        # Image folders and their parents only: the app's own saves change the mask folders, and a
+        # re-index at 100k images costs seconds, so masks written by other tools are picked up
+        # with the next image change (or restart).
         folders = set(self.folders)
         folders |= {os.path.dirname(f) for f in folders}
         folders.add(str(self.reader.root))
-        for it in self.items[:1] + self.items[-1:]:
-            if it.label_path is not None:
-                folders.add(os.path.dirname(str(it.label_path)))
         out = {}
         for f in folders:
             try:
