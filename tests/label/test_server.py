@@ -207,6 +207,9 @@ def test_malformed_review_bodies_are_4xx(comma_set, body):
     assert long.status_code == 422
     r = c.post("/api/commit", content=b"[1]", headers={"Content-Type": "application/json"})
     assert r.status_code == 422
+    for branch in ("--upload-pack=evil", "a..b", "label/<x>", "x" * 300):
+        r = c.post("/api/commit", json={"branch": branch})
+        assert r.status_code == 422 and "\n" not in r.json()["detail"], branch
 
 
 def test_the_list_is_filtered_sorted_and_paged_on_the_server(comma_set):

@@ -68,6 +68,9 @@ def test_mask_pngs_are_checked_before_decoding(comma_set):
         assert r.status_code == status and reason in r.json()["detail"], (reason, r.status_code, r.text)
     assert c.post("/api/mask", params={"name": name, "version": 0}, content=b"x", headers={
         "X-Mask-Encoding": "br"}).status_code == 415
+    # No mask of a 64x48 image needs more than its raw bytes plus framing: far below --max-upload.
+    r = c.post("/api/mask", params={"name": name, "version": 0}, content=b"\0" * (H * W + H + 65537))
+    assert r.status_code == 413
     # Nothing was written by any refusal: no history, no version.
     assert not (comma_set / ".drivelab" / "history").exists()
     assert c.get("/api/review", params={"name": name}).json()["version"] == 0
@@ -93,15 +96,18 @@ def test_dataset_image_too_large_to_decode_is_refused(comma_set, monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
-def test_png_bombs_do_not_raise_peak_memory(comma_set):
-    """Six concurrent uploads of a 160 KiB PNG declaring 13000x13000 pixels (169 MB decoded each)."""
+def test_png_bombs_do_not_raise_peak_memory(tmp_path):
+    """Six concurrent uploads of a 160 KiB PNG declaring 13000x13000 pixels (169 MB decoded each),
+    to an image of comma10k's size (so the body is under the upload cap and reaches the PNG check)."""
+    from drivelab.data.synth import synth_dataset
     from drivelab.label.cli import free_port
 
+    root = synth_dataset("comma10k", tmp_path / "big", n=1, size=(874, 1164), seed=0)
     bomb = png_bomb(13000, 13000)
     assert len(bomb) < 400_000
-    name = open_dataset(comma_set).items[0].name
+    name = open_dataset(root).items[0].name
     port = free_port()
-    proc = procs.start_server(comma_set, port)
+    proc = procs.start_server(root, port)
     try:
         with procs.session(port) as c:
             c.get("/api/mask", params={"name": name})  # warm up the code paths a save uses
@@ -122,6 +128,6 @@ def test_png_bombs_do_not_raise_peak_memory(comma_set):
     finally:
         proc.kill()
         proc.join(10)
-    assert [s for s, _ in results] == [422] * 6 and "13000x13000" in results[0][1]
+    assert [s for s, _ in results] == [422] * 6 and "13000x13000, the image is 1164x874" in results[0][1]
     grown_mb = (after - before) / 1024
     assert grown_mb < 40, f"peak memory grew by {grown_mb:.0f} MB"  # decoding one would be 169 MB

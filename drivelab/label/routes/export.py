@@ -17,6 +17,7 @@ from drivelab.label.state import LabelState, current_user, get_state
 
 router = APIRouter(prefix="/api")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
+_BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 
 
 class CommitBody(BaseModel):
@@ -59,6 +60,8 @@ def commit(body: CommitBody, state: LabelState = Depends(get_state),
     from drivelab.label.gitcommit import commit_files
 
     branch = (body.branch or "").strip() or f"label/{_slug(user)}"
+    if not _BRANCH.fullmatch(branch) or branch.startswith(("-", "/")) or ".." in branch:
+        raise DrivelabError(f"branch name {branch!r}: use letters, digits and . _ - / only", state.root)
     names = [r["name"] for r in state.store.changed(body.since) if r["name"] in state.index.pos]
     files = [p for n in names for p in state.masks.native_files(state.item(n))]
     message = body.message or f"Label fixes: {len(names)} masks\n\n" + "\n".join(names)

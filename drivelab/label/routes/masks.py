@@ -31,14 +31,20 @@ def get_mask(name: str, version: int | None = Query(None, ge=0),
 async def save_mask(request: Request, name: str, version: int = Query(..., ge=0),
                     state: LabelState = Depends(get_state), user: str = Depends(current_user)) -> dict:
     """Body: raw H*W train ids (``X-Mask-Encoding: gzip`` allowed) or a single-channel PNG."""
-    it = state.item(name)
     state.require_writable()
-    body = await _read_body(request, state.max_upload)
+
+    def look_up() -> tuple:  # may re-index or read a header: not on the event loop
+        it = state.item(name)
+        h, w = image_size(state.image_file(it))
+        check_image_pixels(h, w, it.name)
+        return it, h, w
+
+    it, h, w = await run_in_threadpool(look_up)
+    # No mask needs more than its raw bytes (plus PNG/gzip framing): a tighter cap than --max-upload.
+    body = await _read_body(request, min(state.max_upload, h * w + h + 65536))
     encoding = request.headers.get("x-mask-encoding") or request.headers.get("content-encoding")
 
     def work() -> dict:  # decoding, encoding and fsyncs stay off the event loop
-        h, w = image_size(state.image_file(it))
-        check_image_pixels(h, w, it.name)
         mask = decode_mask(body, h, w, encoding, it.name)
         result = state.masks.save(it, mask, version, user=user)
         state.index.mark_saved(it.name, state.masks.mask_path(it))
