@@ -34,6 +34,7 @@ from drivelab.label.store import STATUSES, STORE_DIR, ReviewStore
 SORTS = ("name", "loss", "priority", "status")
 MAX_LIMIT = 1000
 REFRESH_EVERY = 1.0  # seconds between folder mtime checks
+BACKGROUND_AT = 5000  # images from which a re-index runs in a background thread
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DONE, _UNLABELLED = STATUSES.index("done"), STATUSES.index("unlabelled")
 
@@ -192,7 +193,8 @@ class ImageIndex:
 
     def maybe_refresh(self, force: bool = False) -> bool:
         """Re-index when a watched folder changed (files appeared or vanished). Non-blocking: while
-        one thread refreshes, others keep using the current index."""
+        one thread refreshes, others keep using the current index; from ``BACKGROUND_AT`` images the
+        re-index runs in its own thread and this returns at once. True when the index changed."""
         now = time.monotonic()
         if not force and now - self._checked < REFRESH_EVERY:
             return False
@@ -208,6 +210,13 @@ class ImageIndex:
                 break
         if not changed or not self._refreshing.acquire(blocking=False):
             return False
+        if len(self.items) >= BACKGROUND_AT:
+            # Re-reading a large index takes seconds: do it beside the requests, not in one.
+            threading.Thread(target=self._refresh, name="label-index-refresh", daemon=True).start()
+            return False
+        return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             try:
                 reader = self._open_reader()

@@ -33,6 +33,12 @@ def test_paint_fill_polygon_save_pixel_exact(served, page):
 
     page.goto(url)
     page.wait_for_selector(".card")
+    # Colours and overlay opacity come from the server's schema (one source of truth).
+    from drivelab.label.state import OVERLAY_ALPHA
+
+    assert page.evaluate("window.labelApp.S.opacity") == OVERLAY_ALPHA
+    palette = page.evaluate("Array.from(window.labelApp.S.palette.slice(0, 4 * 5))")
+    assert [palette[4 * i:4 * i + 3] for i in range(5)] == [list(c.color) for c in comma10k().classes]
     page.click(".card >> nth=0")
     wait_until(page, "window.labelApp.E.mask !== null && window.labelApp.E.w > 0")
 

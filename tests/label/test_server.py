@@ -164,6 +164,13 @@ def test_index_follows_the_folder(comma_set, monkeypatch):
     os.unlink(src)
     names = [it["name"] for it in c.get("/api/images").json()["items"]]
     assert src.name not in names and len(names) == 4
+    # Large indexes re-read in a background thread: requests keep being answered meanwhile.
+    monkeypatch.setattr(index, "BACKGROUND_AT", 1)
+    shutil.copy(comma_set / "imgs" / "0100_new.png", comma_set / "imgs" / "0101_new.png")
+    deadline = time.time() + 30
+    while "0101_new.png" not in [it["name"] for it in c.get("/api/images").json()["items"]]:
+        assert time.time() < deadline, "the background refresh never landed"
+        time.sleep(0.05)
 
 
 def test_csv_export_is_quoted_and_formula_safe(comma_set):
