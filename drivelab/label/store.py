@@ -142,11 +142,11 @@ class ReviewStore:
 
     # -- connection ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+    def _connect(self, immediate: bool = False, durable: bool = False) -> Iterator[sqlite3.Connection]:
         if immediate and self.read_only:
             raise ReadOnlyStore(f"read-only ({self.read_only_reason}): browse only", self.root)
         try:
-            db = self._open()
+            db = self._open(durable)
         except sqlite3.OperationalError as e:
             raise _busy_or(e, self.path) from None
         db.row_factory = sqlite3.Row
@@ -167,13 +167,14 @@ class ReviewStore:
         finally:
             db.close()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, durable: bool = False) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN ourselves, so a write lock can be taken up front.
         if not self.read_only:
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            # FULL: a commit is on disk when the save is acknowledged (WAL's default NORMAL can
-            # lose the last commits on power loss, which would put the store behind the files).
-            db.execute("PRAGMA synchronous=FULL")
+            # Mask saves commit with FULL: the commit is on disk when the save is acknowledged (WAL's
+            # NORMAL can lose the last commits on power loss, which would put the store behind the
+            # files). Status changes keep NORMAL: no fsync each, for the engine's bulk queueing.
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             return db
         if not self.path.exists():
             db = sqlite3.connect(":memory:", isolation_level=None)
@@ -311,7 +312,7 @@ class ReviewStore:
         ``digest`` (the SHA-256 of the new mask file) is recorded with the version.
         """
         now = time.time()
-        with self._connect(immediate=True) as db:
+        with self._connect(immediate=True, durable=True) as db:
             row = db.execute("SELECT version, holder, digest FROM review WHERE name = ?", (name,)).fetchone()
             current = int(row["version"]) if row else 0
             if current != int(expected_version):
@@ -337,7 +338,7 @@ class ReviewStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[sqlite3.Connection]:
         """The store's write lock for a while (the recovery pass holds it so no save runs meanwhile)."""
-        with self._connect(immediate=True) as db:
+        with self._connect(immediate=True, durable=True) as db:
             yield db
 
     def set_version(self, db: sqlite3.Connection, name: str, version: int, digest: str | None,
@@ -351,14 +352,22 @@ class ReviewStore:
                    (name, user, int(version), now))
 
 
+def _nearest(folder: Path) -> Path:
+    """The folder itself or its nearest ancestor that exists (what creating it would need to write)."""
+    target = folder
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    return target
+
+
 def _can_write(root: Path, folder: Path) -> bool:
-    target = folder if folder.exists() else root
+    target = _nearest(folder)
     return target.is_dir() and os.access(target, os.W_OK | os.X_OK) and (
         not (folder / DB_NAME).exists() or os.access(folder / DB_NAME, os.W_OK))
 
 
 def _why_read_only(root: Path, folder: Path) -> str:
-    target = folder if folder.exists() else root
+    target = _nearest(folder)
     if not target.is_dir():
         return f"{target} is not a folder"
     try:
