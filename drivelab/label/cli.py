@@ -101,7 +101,8 @@ def label(
         if host in ("0.0.0.0", "::"):
             shown = socket.gethostname()
         err.print(f"drivelab label: {state.root} ({state.reader.format}, {len(state.index)} images)")
-        if state.recovery.rolled_back or state.recovery.store_fixed or state.recovery.temp_removed:
+        rec = state.recovery
+        if rec.rolled_back or rec.store_fixed or rec.temp_removed or rec.partial_removed or rec.problems:
             err.print(state.recovery.line())
         if state.read_only_reason:
             err.print(f"browse only: {state.read_only_reason}")

@@ -63,11 +63,13 @@ class RecoveryReport:
     store_fixed: list[str] = field(default_factory=list)  # names whose store version was behind the history
     temp_removed: int = 0
     partial_removed: int = 0
+    problems: list[str] = field(default_factory=list)  # histories that could not be checked
 
     def line(self) -> str:
         return (f"recovery: {len(self.rolled_back)} unfinished saves undone, {len(self.store_fixed)} store "
                 f"versions repaired, {self.temp_removed} temp files and {self.partial_removed} partial "
-                "history copies removed")
+                "history copies removed" + (f"; {len(self.problems)} histories not checked: "
+                                            f"{self.problems[0]}" if self.problems else ""))
 
 
 def sha256(data: bytes) -> str:
@@ -234,31 +236,37 @@ class VersionedFiles:
         with self.store.locked() as db:
             stored = {r[0]: int(r[1]) for r in db.execute("SELECT name, version FROM review")}
             for name, entries in self._walk():
-                paths = paths_of(name)
-                current = stored.get(name, 0)
-                snapshots = self.versions(name)
-                if paths is not None and snapshots and snapshots[-1] > current:
-                    # The store is behind its own history (it was deleted or restored from a backup):
-                    # the files are the newest snapshot, or one version past it.
-                    top = snapshots[-1]
-                    snap = self.manifest(name, top)
-                    same = all(_file_sha(paths[r]) == f["sha256"] for r, f in snap.items() if r in paths)
-                    current = top if same else top + 1
-                    self.store.set_version(db, name, current, _file_sha(paths[PRIMARY]))
-                    report.store_fixed.append(name)
-                elif (paths is not None and current in snapshots
-                      and self._undo_unfinished(name, current, paths)):
-                    report.rolled_back.append(name)
-                # Copies of a snapshot that never got its manifest (killed while copying) are junk.
-                for v, files in entries.items():
-                    names = {p.name for p in files}
-                    if v >= current and f"v{v:05d}.json" not in names:
-                        for p in files:
-                            if not _is_primary(p.name) or v > current:
-                                p.unlink()
-                                report.partial_removed += 1
+                try:
+                    self._recover_one(db, name, entries, stored.get(name, 0), paths_of(name), report)
+                except (DrivelabError, OSError) as e:
+                    # One damaged history (a hand-edited manifest, an unreadable file) must not keep
+                    # the app from starting: report it and leave that item as it is.
+                    report.problems.append(f"{name}: {e}")
             report.temp_removed = _remove_temp(self.history_root, folders)
         return report
+
+    def _recover_one(self, db, name: str, entries: dict[int, list[Path]], current: int,
+                     paths: dict[str, Path] | None, report: RecoveryReport) -> None:
+        snapshots = self.versions(name)
+        if paths is not None and snapshots and snapshots[-1] > current:
+            # The store is behind its own history (it was deleted or restored from a backup):
+            # the files are the newest snapshot, or one version past it.
+            top = snapshots[-1]
+            snap = self.manifest(name, top)
+            same = all(_file_sha(paths[r]) == f["sha256"] for r, f in snap.items() if r in paths)
+            current = top if same else top + 1
+            self.store.set_version(db, name, current, _file_sha(paths[PRIMARY]))
+            report.store_fixed.append(name)
+        elif paths is not None and current in snapshots and self._undo_unfinished(name, current, paths):
+            report.rolled_back.append(name)
+        # Copies of a snapshot that never got its manifest (killed while copying) are junk.
+        for v, files in entries.items():
+            names = {p.name for p in files}
+            if v >= current and f"v{v:05d}.json" not in names:
+                for p in files:
+                    if not _is_primary(p.name) or v > current:
+                        p.unlink()
+                        report.partial_removed += 1
 
     def _walk(self) -> Iterable[tuple[str, dict[int, list[Path]]]]:
         if not self.history_root.is_dir():

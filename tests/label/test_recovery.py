@@ -102,3 +102,13 @@ def test_repeated_save_is_not_a_conflict_with_yourself(comma_set):
     bob = client(comma_set, user="bob")
     r = bob.post("/api/mask", params={"name": item.name, "version": 0}, content=m.tobytes())
     assert r.status_code == 409 and "saved by ann" in r.json()["detail"]
+
+
+def test_a_damaged_history_is_reported_not_fatal(comma_set):
+    item = open_dataset(comma_set).items[0]
+    c = client(comma_set)
+    _save(c, item.name, 0, _mask(c, item.name))
+    (comma_set / ".drivelab" / "history" / item.name / "v00001.json").write_text("{not json")
+    state = create_app(comma_set).state.label  # starts anyway
+    assert len(state.recovery.problems) == 1 and "unreadable history manifest" in state.recovery.problems[0]
+    assert "1 histories not checked" in state.recovery.line()
