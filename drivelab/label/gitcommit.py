@@ -8,6 +8,7 @@ index and current branch stay exactly as they were; pushing the branch is left t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -52,9 +53,11 @@ def commit_files(dataset_root: str | Path, files: list[Path], branch: str, messa
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         if author:
+            # git drops <, > and newlines from ident names itself; the e-mail gets a plain slug.
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", author).strip("-.") or "user"
             env.update(GIT_AUTHOR_NAME=author, GIT_COMMITTER_NAME=author)
-            env.setdefault("GIT_AUTHOR_EMAIL", f"{author}@drivelab.local")
-            env.setdefault("GIT_COMMITTER_EMAIL", f"{author}@drivelab.local")
+            env.setdefault("GIT_AUTHOR_EMAIL", f"{slug}@drivelab.local")
+            env.setdefault("GIT_COMMITTER_EMAIL", f"{slug}@drivelab.local")
         _git(["read-tree", parent], top, env)
         rels = []
         for f in files:

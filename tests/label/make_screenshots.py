@@ -3,11 +3,8 @@ Chromium. Run: ``python tests/label/make_screenshots.py`` (needs Debian's chromi
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +14,8 @@ sys.path.insert(0, str(REPO))
 
 from drivelab.data.synth import synth_dataset  # noqa: E402
 from drivelab.label.app import create_app  # noqa: E402
-from drivelab.label.cli import free_port  # noqa: E402
 from drivelab.label.store import ReviewStore  # noqa: E402
+from tests.label.browser import CHROMIUM, CHROMIUM_ARGS, serve, wait_until  # noqa: E402
 
 H, W = 240, 320
 
@@ -33,7 +30,6 @@ def build(root: Path, n: int = 8) -> Path:
 
 def main(out: Path = REPO / "docs" / "images") -> None:
     import pandas as pd
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp())
@@ -48,24 +44,17 @@ def main(out: Path = REPO / "docs" / "images") -> None:
     losses = np.random.default_rng(0).uniform(0.05, 1.5, len(names))
     pd.DataFrame({"name": names, "loss": losses}).to_parquet(table)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(root, table=table, user="ann"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
     out.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                    args=["--no-sandbox"])
+    with serve(create_app(root, table=table, user="ann")) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1360, "height": 800})
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_selector(".card img.mask")
+        page.goto(url)
+        page.wait_for_selector(".card img.mask[src]")
         page.wait_for_timeout(800)
         page.screenshot(path=str(out / "label-browse.png"))
 
         page.click(f'.card:has(span[title="{names[1]}"])')
-        page.wait_for_function("window.labelApp.E.mask !== null")
+        wait_until(page, "window.labelApp.E.mask !== null")
 
         def at(x, y):
             q = page.evaluate(f"window.labelApp.imageToClient({x} + 0.5, {y} + 0.5)")
@@ -85,7 +74,6 @@ def main(out: Path = REPO / "docs" / "images") -> None:
         page.wait_for_timeout(300)
         page.screenshot(path=str(out / "label-paint.png"))
         browser.close()
-    server.should_exit = True
     print(f"wrote {out}/label-browse.png, label-paint.png")
 
 

@@ -9,16 +9,11 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from drivelab.data import open_dataset
 from drivelab.io import read_rgb
-from drivelab.label.app import create_app
 from drivelab.schema import comma10k
-
-
-def _client(root, **kw) -> TestClient:
-    return TestClient(create_app(root, **kw))
+from tests.label.conftest import client as _client
 
 
 def _mask(resp) -> np.ndarray:
@@ -43,7 +38,10 @@ def test_list_and_filters(comma_set, tmp_path):
     val = c.get("/api/images", params={"split": "val"}).json()["items"]
     assert [it["name"] for it in val] == [it.name for it in reader.items if it.name.endswith("9.png")]
 
-    c.post("/api/review", json={"name": names[1], "status": "needs_fix", "comment": "curb", "user": "ann"})
+    c = _client(comma_set, user="ann")
+    # A "user" field is ignored: the name always comes from the caller's credential.
+    c.post("/api/review", json={"name": names[1], "status": "needs_fix", "comment": "curb",
+                                "user": "mallory"})
     got = c.get("/api/images", params={"status": "needs_fix"}).json()["items"]
     assert [it["name"] for it in got] == [names[1]] and got[0]["holder"] == "ann"
     counts = c.get("/api/queue").json()["counts"]
@@ -79,11 +77,13 @@ def test_get_save_roundtrip_and_conflict(comma_set):
     assert r.status_code == 200 and r.json()["version"] == 1
     assert np.array_equal(_on_disk(comma_set, name), edited)  # pixel-exact, palette colours only
 
-    # gzip bodies (what the browser sends) decode to the same bytes.
+    # gzip bodies (what the browser sends) decode to the same bytes; bob saves with his own token.
+    bob = _client(comma_set, users={"ann": "ann-token-0123", "bob": "bob-token-4567"}, token=None)
+    bob.headers["Authorization"] = "Bearer bob-token-4567"
     edited2 = edited.copy()
     edited2[20:30, 20:30] = 3
-    r = c.post("/api/mask", params={"name": name, "version": 1}, content=gzip.compress(edited2.tobytes()),
-               headers={"X-Mask-Encoding": "gzip", "X-User": "bob"})
+    r = bob.post("/api/mask", params={"name": name, "version": 1}, content=gzip.compress(edited2.tobytes()),
+                 headers={"X-Mask-Encoding": "gzip", "X-User": "mallory"})
     assert r.json()["version"] == 2
     assert np.array_equal(_on_disk(comma_set, name), edited2)
 
@@ -164,19 +164,23 @@ def test_names_are_checked_against_the_index(comma_set):
 
 
 def test_token_required_when_set(comma_set):
-    c = _client(comma_set, token="s3cret")
+    from fastapi.testclient import TestClient
+
+    from drivelab.label.app import create_app
+
+    c = TestClient(create_app(comma_set, token="s3cret-token-1"), base_url="http://127.0.0.1:8765")
     assert c.get("/api/info").status_code == 401
     assert c.get("/api/images").status_code == 401
     assert c.get("/api/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert c.get("/api/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    assert c.get("/api/info", params={"token": "s3cret"}).status_code == 200
-    assert c.get("/").status_code == 401
-    # Opening the printed URL sets a cookie, so the page's own requests carry the token.
-    assert c.get("/", params={"token": "s3cret"}).status_code == 200
-    assert c.get("/api/info").status_code == 200
+    assert c.get("/api/info", headers={"Authorization": "Bearer s3cret-token-1"}).status_code == 200
+    # The token travels only in a header the page keeps in memory: never a query or a cookie
+    # (browsers send a host's cookies to all of its ports).
+    assert c.get("/api/info", params={"token": "s3cret-token-1"}).status_code == 401
+    page = c.get("/", params={"token": "s3cret-token-1"})
+    assert page.status_code == 200 and "set-cookie" not in page.headers
+    assert c.get("/api/info").status_code == 401
     name = open_dataset(comma_set).items[0].name
-    fresh = _client(comma_set, token="s3cret")
-    assert fresh.post("/api/mask", params={"name": name, "version": 0}, content=b"x").status_code == 401
+    assert c.post("/api/mask", params={"name": name, "version": 0}, content=b"x").status_code == 401
 
 
 def test_upload_size_limit(comma_set):
@@ -189,7 +193,7 @@ def test_upload_size_limit(comma_set):
     assert len(bomb) < 1000
     r = c.post("/api/mask", params={"name": name, "version": 0}, content=bomb,
                headers={"X-Mask-Encoding": "gzip"})
-    assert r.status_code == 422
+    assert r.status_code == 413 and "inflates past" in r.json()["detail"]
     assert c.get("/api/review", params={"name": name}).json()["version"] == 0
 
 
@@ -226,7 +230,7 @@ def test_commit_changed_masks_to_a_branch(comma_set):
     mask = _mask(c.get("/api/mask", params={"name": name})).copy()
     mask[:4] = 1
     c.post("/api/mask", params={"name": name, "version": 0}, content=mask.tobytes())
-    r = c.post("/api/commit", json={"branch": "label/ann"})
+    r = c.post("/api/commit", json={"branch": "label/ann", "user": "mallory"})
     assert r.status_code == 200, r.text
     assert r.json()["files"] == [f"masks/{name}"]
     # The branch has the new mask; the checkout (HEAD, branch) is untouched.
@@ -234,6 +238,8 @@ def test_commit_changed_masks_to_a_branch(comma_set):
     blob = subprocess.run(["git", "show", f"label/ann:masks/{name}"], cwd=comma_set, check=True,
                           capture_output=True).stdout
     assert blob == (comma_set / "masks" / name).read_bytes()
+    author = git("log", "-1", "--format=%an <%ae>", "label/ann").strip()
+    assert author == "ann <ann@drivelab.local>"  # the caller, not the body's "user"
 
 
 def test_cli_refuses_lan_without_token(comma_set):

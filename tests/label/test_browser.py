@@ -3,9 +3,6 @@ on disk must hold exactly the pixels the Python twin of the paint tools predicts
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,46 +12,16 @@ from drivelab.data import open_dataset
 from drivelab.io import read_rgb
 from drivelab.label import raster
 from drivelab.label.app import create_app
-from drivelab.label.cli import free_port
 from drivelab.schema import comma10k
+from tests.label.browser import needs_chromium, serve, wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"),
-]
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def served(comma_set):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(comma_set, user="tester"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield comma_set, f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        # A device scale factor that is not 1 checks that painting does not depend on it.
-        pg = browser.new_page(viewport={"width": 1100, "height": 700}, device_scale_factor=1.5)
-        errors = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        yield pg
-        browser.close()
-        assert not errors, errors
+    with serve(create_app(comma_set, user="tester")) as url:
+        yield comma_set, url
 
 
 def test_paint_fill_polygon_save_pixel_exact(served, page):
@@ -66,8 +33,14 @@ def test_paint_fill_polygon_save_pixel_exact(served, page):
 
     page.goto(url)
     page.wait_for_selector(".card")
+    # Colours and overlay opacity come from the server's schema (one source of truth).
+    from drivelab.label.state import OVERLAY_ALPHA
+
+    assert page.evaluate("window.labelApp.S.opacity") == OVERLAY_ALPHA
+    palette = page.evaluate("Array.from(window.labelApp.S.palette.slice(0, 4 * 5))")
+    assert [palette[4 * i:4 * i + 3] for i in range(5)] == [list(c.color) for c in comma10k().classes]
     page.click(".card >> nth=0")
-    page.wait_for_function("window.labelApp.E.mask !== null && window.labelApp.E.w > 0")
+    wait_until(page, "window.labelApp.E.mask !== null && window.labelApp.E.w > 0")
 
     def at(x, y):  # client position of the centre of image pixel (x, y)
         p = page.evaluate(f"window.labelApp.imageToClient({x} + 0.5, {y} + 0.5)")
@@ -112,7 +85,7 @@ def test_paint_fill_polygon_save_pixel_exact(served, page):
     raster.polygon(mask, [(10.5, 15.5), (40.5, 20.5), (20.5, 30.5)], 3)
 
     page.keyboard.press("Control+s")
-    page.wait_for_function("window.labelApp.E.version === 1 && !window.labelApp.E.dirty")
+    wait_until(page, "window.labelApp.E.version === 1 && !window.labelApp.E.dirty")
 
     saved, bad = comma10k().encode_colors(read_rgb(item.label_path))
     assert not bad.any(), "a saved pixel is not exactly a palette colour"

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi.testclient import TestClient
 
 from drivelab.data import open_dataset
 from drivelab.data.validate import validate_dataset
-from drivelab.label.app import create_app
 from drivelab.schema import comma10k
 from drivelab.seg.checkpoint import save_checkpoint
 from drivelab.seg.inference import Predictor
+from tests.label.conftest import client
 
 SPEC = {"name": "plain-unet", "base": 4, "depth": 3}
 
@@ -38,7 +37,7 @@ def test_prediction_from_a_checkpoint_then_saved_mask_validates(comma_set: Path,
     ckpt = _checkpoint(tmp_path / "tiny.pt")
     reader = open_dataset(comma_set)
     unlabelled = reader.items[-1]  # the fixture removed this image's mask
-    c = TestClient(create_app(comma_set, model=str(ckpt)))
+    c = client(comma_set, model=str(ckpt))
     assert c.get("/api/info").json()["has_model"] is True
 
     pred = _raw(c.get("/api/pred", params={"name": unlabelled.name}))

@@ -1,0 +1,8 @@
+"""The label app's HTTP routes, one router per area; each takes the shared state with
+``Depends(get_state)`` and the caller with ``Depends(current_user)``."""
+
+from drivelab.label.routes import export, images, masks, pages, review
+
+ROUTERS = (pages.router, images.router, masks.router, review.router, export.router)
+
+__all__ = ["ROUTERS"]
