@@ -198,9 +198,19 @@ def normalize_argv(app: typer.Typer, argv: list[str]) -> list[str]:
     return out
 
 
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    """drivelab's own warnings (a skipped annotation, a deprecated option) as ``warning: ...``, not
+    Python's two lines of source location."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def run(app: typer.Typer, argv: list[str] | None = None) -> None:
-    """Run a typer app: normalise argv, print DrivelabError as one line ``error: path: problem``
-    (exit 2)."""
+    """Run a typer app: normalise argv, print warnings and DrivelabError as one line each
+    (``error: path: problem``, exit 2)."""
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     try:
         args = normalize_argv(app, list(sys.argv[1:] if argv is None else argv))
         app(args=args, prog_name="drivelab")
