@@ -17,12 +17,18 @@ CODEC_HELP = ("Codec: lzma (challenge baseline), context (adaptive context mixin
               "prior (small neighbourhood predictor adapted while coding).")
 
 
-def _options(codec: str, model: Path | None, context: int, embed: bool) -> dict:
+def _options(codec: str, model: Path | None, context: int, embed: bool, stride: int = 0,
+             device: str = "auto") -> dict:
     if codec == "gpt":
-        return {"model_path": model, "context": context, "embed": embed}
+        return {"model_path": model, "context": context, "stride": stride, "embed": embed, "device": device}
     if codec == "prior":
         return {"model_path": model, "embed": embed}
     return {}
+
+
+CONTEXT_HELP = "gpt codec: frames per window, context + coded (0 = the model's window; gpt2m: 20)."
+STRIDE_HELP = "gpt codec: frames coded per window after the first (0 = window / 4; gpt2m: 5)."
+DEVICE_HELP = "gpt codec: auto (cuda when available, else cpu), cuda or cpu."
 
 
 @app.command()
@@ -30,12 +36,16 @@ def compress(
     src: Path = typer.Argument(..., help="A token segment (.npy), a folder of them, or a .tar shard."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (one segment) or folder (many)."),
     codec: str = typer.Option("context", help=CODEC_HELP),
-    model: Path | None = typer.Option(None, help="gpt / prior codec: checkpoint from `drivelab vq train` / "
-                                   "`drivelab vq train-prior`."),
-    context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
+    model: Path | None = typer.Option(None, help="gpt codec: comma's gpt2m (pytorch_model.bin, "
+                                   "model.safetensors or their folder) or a `drivelab vq train` checkpoint; "
+                                   "prior codec: a `drivelab vq train-prior` checkpoint."),
+    context: int = typer.Option(0, help=CONTEXT_HELP),
+    stride: int = typer.Option(0, help=STRIDE_HELP),
+    batch: int = typer.Option(16, "--batch", help="gpt codec: segments coded together in one batch."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     embed: bool = typer.Option(True, help="gpt / prior codec: store the (fp16) weights in the file."),
     shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of a folder (i/n), for clusters."),
-    workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
+    workers: int = typer.Option(1, help="Processes to compress segments in parallel (not gpt: it batches)."),
 ) -> None:
     """Losslessly compress token segments into drivelab .dlvq files."""
     from rich.progress import track
@@ -45,7 +55,7 @@ def compress(
     from drivelab.vq.submission import compress_many, parse_shard
     from drivelab.vq.tokens import SUFFIX, iter_segments, read_segment
 
-    opts = _options(codec, model, context, embed)
+    opts = _options(codec, model, context, embed, stride, device)
     if src.is_file() and src.suffix == SUFFIX:
         seg = read_segment(src)
         data = api.compress(seg, codec, **opts)
@@ -56,19 +66,46 @@ def compress(
     i, n = parse_shard(shard)
     segs = [s for k, s in enumerate(iter_segments(src)) if k % n == i]
     total = 0
-    for name, data in track(
-        compress_many(segs, codec, workers, opts), total=len(segs), description="compress"
-    ):
-        write_bytes(out / f"{name}.dlvq", data)
-        total += len(data)
+    if codec == "gpt":
+        total = _compress_gpt(segs, out, batch, opts)
+    else:
+        for name, data in track(
+            compress_many(segs, codec, workers, opts), total=len(segs), description="compress"
+        ):
+            write_bytes(out / f"{name}.dlvq", data)
+            total += len(data)
     total_tok = sum(s.tokens.size for s in segs)
     typer.echo(f"{len(segs)} segments -> {out}: {total} bytes, rate {total_tok * 1.25 / max(total, 1):.3f}")
+
+
+def _compress_gpt(segs: list, out: Path, batch: int, opts: dict) -> int:
+    """Code ``segs`` in batches of ``batch`` (one forward pass serves a whole batch)."""
+    from rich.progress import Progress
+
+    from drivelab.io import write_bytes
+    from drivelab.vq import api
+
+    if batch < 1:
+        raise DrivelabError("--batch must be at least 1")
+    total = 0
+    with Progress(transient=True) as bar:
+        task = bar.add_task("compress (gpt)", total=sum(s.tokens.size for s in segs))
+        for k in range(0, len(segs), batch):
+            group = segs[k : k + batch]
+            coded = api.compress_batch(group, "gpt", progress=lambda n: bar.advance(task, n), **opts)
+            for seg, data in zip(group, coded, strict=True):
+                write_bytes(out / f"{seg.name}.dlvq", data)
+                total += len(data)
+    return total
 
 
 @app.command()
 def decompress(
     src: Path = typer.Argument(..., help="A .dlvq file or a folder of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the restored .npy segments."),
+    model: Path | None = typer.Option(None, help="gpt codec: the external weights the archive was coded with "
+                                   "(checked by SHA-256)."),
+    device: str = typer.Option("auto", help="gpt codec: auto (where it was coded), cuda or cpu."),
 ) -> None:
     """Restore the original .npy segments byte for byte (the checksum is verified)."""
     from rich.progress import track
@@ -84,9 +121,23 @@ def decompress(
         files = [src]
     else:
         raise DrivelabError("not found", src)
-    for f in track(files, description="decompress"):
-        seg = api.decompress(f.read_bytes(), f)
+    # gpt files coded in one batch decode together: one forward pass serves every member
+    groups: dict[str | None, list[tuple[bytes, Path]]] = {}
+    singles = []
+    for f in files:
+        data = f.read_bytes()
+        key = api.batch_key(data, f)
+        if key is None:
+            singles.append((data, f))
+        else:
+            groups.setdefault(key, []).append((data, f))
+    opts = {"model": model, "device": device}
+    for data, f in track(singles, description="decompress", disable=not singles):
+        seg = api.decompress(data, f, **opts)
         write_segment(out / seg.name, seg)
+    for items in track(list(groups.values()), description="decompress (gpt batches)", disable=not groups):
+        for seg in api.decompress_batch(items, **opts):
+            write_segment(out / seg.name, seg)
     typer.echo(f"restored {len(files)} segment(s) into {out}")
 
 
@@ -107,7 +158,7 @@ def submission(
     codec: str = typer.Option("context", help=CODEC_HELP),
     model: Path | None = typer.Option(None, help="gpt / prior codec: checkpoint from `drivelab vq train` / "
                                    "`drivelab vq train-prior`."),
-    context: int = typer.Option(2, help="gpt codec: frames of context per coded frame."),
+    context: int = typer.Option(0, help=CONTEXT_HELP),
     workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
 ) -> None:
     """Write the zip comma's compression-challenge evaluator expects (data + decompress.py)."""
