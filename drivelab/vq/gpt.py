@@ -50,6 +50,7 @@ class GPTConfig:
     dropout: float = 0.0  # embeddings, attention probabilities, residual branches (training only)
     cond: bool = False  # frame conditioning (module docstring); drivelab world models only
     cond_width: int = 16
+    token_dim: int = 0  # >0: one small token table shared by input, conditioning and output
 
     @property
     def block_size(self) -> int:
@@ -151,22 +152,33 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
+        if cfg.token_dim and cfg.tied:
+            raise ValueError("token_dim models share their token table already; tied must be false")
         self.cfg = cfg
+        d_tok = cfg.token_dim or cfg.n_embd
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wte=nn.Embedding(cfg.vocab_size, d_tok),
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
                 drop=nn.Dropout(cfg.dropout),
                 h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
                 ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.ln_eps),
             )
         )
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tied:
-            self.lm_head.weight = self.transformer.wte.weight
+        if cfg.token_dim:
+            # factorised: tokens live in a token_dim table; projections in and out of the stream
+            self.tok_in = nn.Linear(cfg.token_dim, cfg.n_embd, bias=False)
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.token_dim, bias=False)
+            self.out_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        else:
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+            if cfg.tied:
+                self.lm_head.weight = self.transformer.wte.weight
         if cfg.cond:
-            self.cond_emb = nn.Embedding(PAD + 1, cfg.cond_width)
-            self.cond_proj = nn.Linear(COND_SLOTS * cfg.cond_width, cfg.n_embd)
+            width = cfg.token_dim or cfg.cond_width
+            if not cfg.token_dim:
+                self.cond_emb = nn.Embedding(PAD + 1, cfg.cond_width)
+            self.cond_proj = nn.Linear(COND_SLOTS * width, cfg.n_embd)
             self.copy = nn.Parameter(torch.tensor([2.0, 0.5, 0.5, 0.5]))  # one per COPY_SLOTS
         self.apply(self._init)
 
@@ -195,20 +207,24 @@ class GPT(nn.Module):
         if pos0 + t > self.cfg.block_size:
             raise ValueError(f"sequence of {pos0 + t} exceeds block size {self.cfg.block_size}")
         pos = torch.arange(pos0, pos0 + t, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        wte = self.transformer.wte
+        tok = wte(idx)
+        x = (self.tok_in(tok) if self.cfg.token_dim else tok) + self.transformer.wpe(pos)
         if self.cfg.cond:
             if cond is None:
                 raise ValueError("this model conditions on the previous frames: pass cond")
-            x = x + self.cond_proj(self.cond_emb(cond).flatten(2))
+            table = wte if self.cfg.token_dim else self.cond_emb
+            x = x + self.cond_proj(table(cond).flatten(2))
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches is not None else None, pos0)
         logits = self.lm_head(self.transformer.ln_f(x))
+        if self.cfg.token_dim:
+            logits = logits @ wte.weight.T + self.out_bias
         if self.cfg.cond:
-            for k, slot in enumerate(COPY_SLOTS):
-                tok = cond[..., slot : slot + 1]
-                bonus = self.copy[k] * (tok < PAD).to(logits.dtype)  # PAD slots get no bonus
-                logits = logits.scatter_add(2, tok, bonus)
+            tok = cond[..., list(COPY_SLOTS)]
+            bonus = self.copy.to(logits.dtype) * (tok < PAD).to(logits.dtype)  # PAD slots get no bonus
+            logits = logits.scatter_add(2, tok, bonus)  # one pass; equal tokens add up
         return logits
 
     def new_caches(self) -> list[LayerCache]:

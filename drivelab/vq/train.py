@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     cond_drop: float = 0.2  # share of conditioning tokens replaced by PAD while training
     val_frac: float = 0.1  # last share of each segment's frames, held out for early stopping
+    reverse: bool = False  # augmentation: also train on every segment played backwards
     eval_every: int = 100
     patience: int = 5  # evaluations without improvement before stopping
     seed: int = 0
@@ -131,7 +132,8 @@ def train(
     bits/token (``val_segments``; none: the last weights). Returns the model and a report."""
     tc = tc or TrainConfig()
     torch.manual_seed(tc.seed)
-    data = Windows(train_segments, cfg.frames, cfg.cond)
+    segs = list(train_segments) + ([s[::-1] for s in train_segments] if tc.reverse else [])
+    data = Windows(segs, cfg.frames, cfg.cond)
     if not len(data):
         raise DrivelabError(f"no training window of {cfg.frames} frames: segments are too short")
     val = Windows(val_segments, cfg.frames, cfg.cond)

@@ -98,7 +98,8 @@ def test_cli_batches_a_folder_and_restores_it(models, real_tokens, tmp_path):
         (src / f"s{i}.token.npy").write_bytes(raw)
         raws[f"s{i}.token.npy"] = raw
     out = tmp_path / "coded"
-    r = runner.invoke(app, ["compress", str(src), "--codec", "gpt", "--model", str(models["cond"]), "--no-embed",
+    model = str(models["cond"])
+    r = runner.invoke(app, ["compress", str(src), "--codec", "gpt", "--model", model, "--no-embed",
                             "--context", "2", "--batch", "2", "--device", "cpu", "--out", str(out)])
     assert r.exit_code == 0, r.output
     files = sorted(out.glob("*.dlvq"))
@@ -106,7 +107,7 @@ def test_cli_batches_a_folder_and_restores_it(models, real_tokens, tmp_path):
     assert len(files) == 3 and len(set(keys)) == 2  # batches of 2 and 1
     r = runner.invoke(app, ["decompress", str(out), "--out", str(tmp_path / "back")])
     assert isinstance(r.exception, DrivelabError) and "--model" in str(r.exception)
-    r = runner.invoke(app, ["decompress", str(out), "--model", str(models["cond"]), "--out", str(tmp_path / "back")])
+    r = runner.invoke(app, ["decompress", str(out), "--model", model, "--out", str(tmp_path / "back")])
     assert r.exit_code == 0, r.output
     for name, raw in raws.items():
         assert (tmp_path / "back" / name).read_bytes() == raw

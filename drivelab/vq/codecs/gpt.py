@@ -277,7 +277,7 @@ def _model_for(extra: dict[str, Any], payload: bytes, model_path: str | Path | N
 # ---------------------------------------------------------------- encode / decode
 
 
-def _window(cfg: Any, context: int | None, stride: int | None) -> tuple[int, int]:
+def window_of(cfg: Any, context: int | None, stride: int | None) -> tuple[int, int]:
     window = cfg.frames if not context else int(context)
     if not 1 <= window <= cfg.frames:
         raise DrivelabError(f"--context {window}: this model's windows hold 1..{cfg.frames} frames")
@@ -306,8 +306,22 @@ def encode_batch(
     if embed and len(w.blob) > MAX_EMBED:
         raise DrivelabError(f"{len(w.blob) >> 20} MB of weights would go into every file; use --no-embed",
                             model_path)
-    window, stride = _window(w.model.cfg, context, stride)
-    rt = runtime(device, dtype)
+    return encode_with(w, segments, Path(model_path).name, context, stride, embed, runtime(device, dtype),
+                       progress)
+
+
+def encode_with(
+    w: Weights,
+    segments: Sequence[np.ndarray],
+    file: str,
+    context: int | None,
+    stride: int | None,
+    embed: bool,
+    rt: Runtime,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """``encode_batch`` with the weights already loaded (benchmarks build them in memory)."""
+    window, stride = window_of(w.model.cfg, context, stride)
     lengths = [len(s) for s in segments]
     frames = max(lengths)
     x = np.zeros((len(segments), frames, 128), np.int64)
@@ -335,7 +349,7 @@ def encode_batch(
     for r, enc in enumerate(encoders):
         extra = {
             "model": {"sha256": w.sha256, "layout": w.layout, "config": w.model.cfg.to_dict(),
-                      "embedded": len(weights), "file": Path(model_path).name},
+                      "embedded": len(weights), "file": file},
             "window": window,
             "stride": stride,
             "batch": {"id": digest.hexdigest()[:16], "rows": len(segments), "row": r, "frames": frames},
@@ -362,11 +376,21 @@ def decode_batch(
     batch = first["batch"]
     if any(m[1]["batch"]["id"] != batch["id"] for m in members):
         raise DrivelabError("decode_batch got segments of different batches")
-    rows, frames = int(batch["rows"]), int(batch["frames"])
     net, _ = _model_for(first, members[0][0], model)
     if net.cfg.to_dict() != first["model"]["config"]:
         raise DrivelabError("embedded model config differs from the one recorded")
-    rt = _check_runtime(first["runtime"], device)
+    return decode_with(net, members, _check_runtime(first["runtime"], device), progress)
+
+
+def decode_with(
+    net: Any,
+    members: Sequence[tuple[bytes, dict[str, Any], int]],
+    rt: Runtime,
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """``decode_batch`` with the model already loaded and the runtime checked."""
+    first = members[0][1]
+    rows, frames = int(first["batch"]["rows"]), int(first["batch"]["frames"])
     family = constriction.stream.model.Categorical(perfect=False)
     decoders: dict[int, Any] = {}
     lengths: dict[int, int] = {}
