@@ -10,7 +10,9 @@ What makes it generalise (measured in docs/vq.md):
   trained on): the best weights by held-out bits/token are kept;
 * dropout, AdamW weight decay and conditioning dropout (a share of the conditioning tokens is
   replaced by PAD while training, so the model cannot lean on one slot);
-* small defaults (2 layers, width 64, 2-frame windows): the size one segment supports.
+* small defaults: 2 layers, width 64, one 16-wide token table shared by input, conditioning
+  and output (``token_dim``), 1-frame windows (earlier frames come in through the
+  conditioning): the size one segment supports.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from drivelab.io import write_bytes
 from drivelab.vq.gpt import (
     BOS,
     COND_SLOTS,
-    FRAME_LEN,
     GPT,
     PAD,
     GPTConfig,
@@ -42,40 +43,46 @@ from drivelab.vq.gpt import (
 )
 
 
+def world_config(**overrides: Any) -> GPTConfig:
+    """The world model ``drivelab vq train`` builds by default (measured in docs/vq.md)."""
+    cfg = dict(frames=1, n_layer=2, n_head=2, n_embd=64, token_dim=16, cond=True, dropout=0.3)
+    return GPTConfig(**{**cfg, **overrides})
+
+
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    cond_drop: float = 0.2  # share of conditioning tokens replaced by PAD while training
+    lr: float = 3e-3
+    weight_decay: float = 0.5
+    cond_drop: float = 0.3  # share of conditioning tokens replaced by PAD while training
     val_frac: float = 0.1  # last share of each segment's frames, held out for early stopping
     reverse: bool = False  # augmentation: also train on every segment played backwards
-    eval_every: int = 100
-    patience: int = 5  # evaluations without improvement before stopping
+    eval_every: int = 250
+    patience: int = 4  # evaluations without improvement before stopping
     seed: int = 0
 
 
 class Windows:
-    """Every window of ``frames`` frames of some segments, with its conditioning."""
+    """Every window of ``frames`` frames of some segments; batches (tokens and conditioning) are
+    cut on demand, so a folder of segments costs its tokens in memory, not its windows."""
 
     def __init__(self, segments: list[np.ndarray], frames: int, cond: bool) -> None:
-        seqs, conds = [], []
-        for x in segments:
-            x = np.asarray(x, np.int64)
-            if len(x) < frames:
-                continue
-            c = cond_tokens(x, 0, len(x)) if cond else None
-            for s in range(len(x) - frames + 1):
-                seqs.append(x[s : s + frames])
-                if cond:
-                    conds.append(c[s * FRAME_LEN : (s + frames) * FRAME_LEN])
-        empty = torch.empty(0, frames, 128, dtype=torch.long)
-        self.frames = torch.from_numpy(np.stack(seqs)) if seqs else empty
-        self.cond = torch.from_numpy(np.stack(conds)) if conds else None
+        self.segments = [np.asarray(x, np.int64) for x in segments if len(x) >= frames]
+        self.frames, self.with_cond = frames, cond
+        self.index = [(k, s) for k, x in enumerate(self.segments) for s in range(len(x) - frames + 1)]
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.index)
+
+    def batch(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, frames, 128) tokens and (B, frames * 129, 14) conditioning of windows ``ids``."""
+        picked = [self.index[i] for i in ids]
+        toks = np.stack([self.segments[k][s : s + self.frames] for k, s in picked])
+        if not self.with_cond:
+            return torch.from_numpy(toks), None
+        conds = np.stack([cond_tokens(self.segments[k], s, self.frames) for k, s in picked])
+        return torch.from_numpy(toks), torch.from_numpy(conds)
 
 
 def _loss(
@@ -97,8 +104,7 @@ def evaluate_bits(model: GPT, windows: Windows, batch_size: int = 16) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
-            f = windows.frames[i : i + batch_size]
-            c = windows.cond[i : i + batch_size] if windows.cond is not None else None
+            f, c = windows.batch(list(range(i, min(i + batch_size, len(windows)))))
             total += _loss(model, f, c, "sum").item()
             n += f.numel()
     model.train(was)
@@ -152,12 +158,10 @@ def train(
         for g in opt.param_groups:  # linear warm-up, cosine decay
             g["lr"] = tc.lr * min(1.0, step / warm) * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
         idx = torch.randint(len(data), (tc.batch_size,), generator=gen)
-        c = None
-        if data.cond is not None:
-            c = data.cond[idx]
-            if tc.cond_drop:
-                c = c.masked_fill(torch.rand(c.shape, generator=gen) < tc.cond_drop, PAD)
-        loss = _loss(model, data.frames[idx], c)
+        frames, c = data.batch(idx.tolist())
+        if c is not None and tc.cond_drop:
+            c = c.masked_fill(torch.rand(c.shape, generator=gen) < tc.cond_drop, PAD)
+        loss = _loss(model, frames, c)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

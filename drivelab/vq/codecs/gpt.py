@@ -178,12 +178,15 @@ class Stepper:
         window: int,
         stride: int,
         emit: Callable[[int, int, Any], None],
+        known: bool = False,
     ) -> None:
         """``x`` (B, F, 128) int64. For every coded token (frame t, index j) call
-        ``emit(t, j, q)`` with the (B, 1024) int32 frequencies on the CPU; the decoder writes
-        the decoded tokens into ``x[:, t, j]`` inside ``emit`` before the loop feeds them.
-        Conditioning rows are built just in time from ``x``, so they only ever read tokens
-        that the decoder has already decoded."""
+        ``emit(t, j, q)`` with the (B, 1024) int32 frequencies, a tensor on the model's device.
+        Decoding (``known=False``), ``emit`` writes the decoded tokens into ``x[:, t, j]``
+        before the loop feeds them, and conditioning rows are built just in time from ``x``
+        (they only ever read tokens already decoded). Encoding (``known=True``), tokens and
+        conditioning go to the device once per frame and nothing waits for the GPU inside a
+        frame. Both feed the model the very same tensors."""
         import torch
 
         from drivelab.vq.gpt import BOS, frames_to_sequence
@@ -191,25 +194,32 @@ class Stepper:
         b, frames, _ = x.shape
         caches = self.model.new_caches()
         cond = None
+        bos = torch.full((b, 1), BOS, device=self.dev)
         with torch.inference_mode():
             for s, c0, c1 in schedule(frames, window, stride):
                 ctx = torch.from_numpy(x[:, s:c0]).to(self.dev)
-                seq = torch.cat([frames_to_sequence(ctx), torch.full((b, 1), BOS, device=self.dev)], 1)
+                seq = torch.cat([frames_to_sequence(ctx), bos], 1)
                 if self.cond:
                     cond = torch.cat([*(self._cond(x, t) for t in range(s, c0)), self._cond(x, c0, 0)], 1)
                 logits = self.model(seq, caches, 0, cond)[:, -1]
                 pos = seq.shape[1]
                 for t in range(c0, c1):
+                    if known:
+                        frame = torch.from_numpy(x[:, t]).to(self.dev)
+                        fcond = self._cond(x, t) if self.cond else None
                     for j in range(128):
-                        emit(t, j, frequencies(logits).cpu().numpy())
+                        emit(t, j, frequencies(logits))
                         if t == c1 - 1 and j == 127:
                             break
-                        tok = torch.from_numpy(np.ascontiguousarray(x[:, t, j : j + 1])).to(self.dev)
-                        cn = self._cond(x, t, j + 1) if self.cond else None
+                        if known:
+                            tok = frame[:, j : j + 1]
+                            cn = fcond[:, j + 1 : j + 2] if self.cond else None
+                        else:
+                            tok = torch.from_numpy(np.ascontiguousarray(x[:, t, j : j + 1])).to(self.dev)
+                            cn = self._cond(x, t, j + 1) if self.cond else None
                         logits = self.model(tok, caches, pos, cn)[:, -1]
                         pos += 1
                         if j == 127:  # the frame is done: BOS opens frame t + 1
-                            bos = torch.full((b, 1), BOS, device=self.dev)
                             cn = self._cond(x, t + 1, 0) if self.cond else None
                             logits = self.model(bos, caches, pos, cn)[:, -1]
                             pos += 1
@@ -321,6 +331,8 @@ def encode_with(
     progress: Callable[[int], None] | None = None,
 ) -> list[tuple[bytes, dict[str, Any]]]:
     """``encode_batch`` with the weights already loaded (benchmarks build them in memory)."""
+    import torch
+
     window, stride = window_of(w.model.cfg, context, stride)
     lengths = [len(s) for s in segments]
     frames = max(lengths)
@@ -329,12 +341,12 @@ def encode_with(
         x[r, : len(s)] = s
     encoders = [constriction.stream.queue.RangeEncoder() for _ in segments]
     family = constriction.stream.model.Categorical(perfect=False)
-    buf: list[np.ndarray] = []
+    buf: list[Any] = []
 
-    def emit(t: int, j: int, q: np.ndarray) -> None:
+    def emit(t: int, j: int, q: Any) -> None:
         buf.append(q)
         if j == 127:  # a frame's 128 distributions per row go to the coders in one call
-            qs = np.stack(buf, 1)
+            qs = torch.stack(buf, 1).cpu().numpy()
             buf.clear()
             for r, enc in enumerate(encoders):
                 if t < lengths[r]:
@@ -342,7 +354,7 @@ def encode_with(
             if progress is not None:
                 progress(sum(t < n for n in lengths) * 128)
 
-    Stepper(w.model, rt).run(x, window, stride, emit)
+    Stepper(w.model, rt).run(x, window, stride, emit, known=True)
     digest = hashlib.sha256(b"".join(hashlib.sha256(s.astype("<i2").tobytes()).digest() for s in segments))
     weights = w.blob if embed else b""
     out = []
@@ -405,7 +417,8 @@ def decode_with(
         lengths[r] = n
     x = np.zeros((rows, frames, 128), np.int64)
 
-    def emit(t: int, j: int, q: np.ndarray) -> None:
+    def emit(t: int, j: int, q: Any) -> None:
+        q = q.cpu().numpy()
         for r, dec in decoders.items():
             if t < lengths[r]:
                 x[r, t, j] = int(dec.decode(family, q[r : r + 1].astype(np.float64))[0])
