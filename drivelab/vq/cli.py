@@ -353,8 +353,10 @@ def imagine(
     device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cuda or cpu."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the repeat rates here."),
 ) -> None:
-    """Roll out K future frames with the world model; report how often they repeat the
-    previous frame's token at the same position, next to the same rate in the real segment."""
+    """Roll out K future frames; report how often they repeat the previous frame's tokens, and the real rate.
+
+    The rate is the share of positions whose token equals the one at the same position in the
+    previous frame; the real segment's rate is printed beside it."""
     from drivelab.io import write_bytes, write_json
     from drivelab.vq.codecs.gpt import load_weights, resolve_device
     from drivelab.vq.tokens import npy_bytes, read_segment

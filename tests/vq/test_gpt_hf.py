@@ -178,3 +178,39 @@ def test_comma_pt_layout(tmp_path, monkeypatch):
     idx = torch.from_numpy(np.r_[1024, np.arange(40) * 7 % 1024])
     ref = _reference_logits(sd, idx, tied=False)
     assert (loaded.model(idx[None])[0].double() - ref).abs().max().item() < 1e-5
+
+
+def test_tied_config_with_another_head_is_refused(tmp_path):
+    sd = _hf_state(False, seed=11)  # a head of its own...
+    (tmp_path / "config.json").write_text(json.dumps(_config(True)))  # ...but the config ties it
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    with pytest.raises(DrivelabError, match="ties lm_head to wte"):
+        load_model(tmp_path)
+
+
+def test_cli_codes_with_hf_files_and_checks_their_hash(tmp_path, real_tokens):
+    """The issue's failure: `--codec gpt --model pytorch_model.bin` was a KeyError traceback."""
+    from typer.testing import CliRunner
+
+    from drivelab.vq.cli import app
+    from drivelab.vq.tokens import npy_bytes
+
+    hf = tmp_path / "gpt2m"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps(_config(False)))
+    torch.save(_hf_state(False, seed=13), hf / "pytorch_model.bin")
+    seg = tmp_path / "seg.npy"
+    seg.write_bytes(npy_bytes(real_tokens[:3]))
+    run = CliRunner().invoke
+    coded = tmp_path / "seg.dlvq"
+    r = run(app, ["compress", str(seg), "--codec", "gpt", "--model", str(hf / "pytorch_model.bin"),
+                  "--no-embed", "--device", "cpu", "--out", str(coded)])
+    assert r.exit_code == 0, r.output
+    header = coded.read_bytes()[:4000].decode("latin-1")
+    assert str(hf) not in header and '"layout":"hf"' in header  # the hash and config, never the path
+    r = run(app, ["decompress", str(coded), "--model", str(hf), "--out", str(tmp_path / "back")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "back" / "seg.npy").read_bytes() == seg.read_bytes()
+    torch.save(_hf_state(False, seed=14), hf / "pytorch_model.bin")  # other weights, same name
+    r = run(app, ["decompress", str(coded), "--model", str(hf), "--out", str(tmp_path / "b2")])
+    assert isinstance(r.exception, DrivelabError) and "the archive was coded with" in str(r.exception)
