@@ -17,7 +17,7 @@ Encode = Callable[..., tuple[bytes, dict[str, Any]]]
 Decode = Callable[[bytes, dict[str, Any], int], np.ndarray]
 
 NAMES = ("lzma", "context", "gpt", "prior")
-VERSIONS = {"lzma": 1, "context": 1, "gpt": 1, "prior": 1}
+VERSIONS = {"lzma": 1, "context": 1, "gpt": 2, "prior": 1}
 
 
 def get(name: str) -> tuple[Encode, Decode]:
