@@ -130,6 +130,8 @@ DEPRECATED: dict[tuple[str, str], str] = {
     ("train", "--encoder"): "encoder=",
     ("train", "--weights"): "weights=",
     ("train", "--name"): "name=",
+    **{(verb, flag): "--no-progress" for verb in ("validate", "convert", "synth")
+       for flag in ("--quiet", "-q")},
 }
 
 
@@ -171,10 +173,11 @@ def normalize_argv(app: typer.Typer, argv: list[str]) -> list[str]:
         name, eq, value = tok.partition("=")
         new = DEPRECATED.get((verb, name if eq else tok))
         if new is not None:
-            value = value if eq else (rest[i + 1] if i + 1 < len(rest) else "")
-            step = 1 if eq else 2
+            flag = new.startswith("--no-")  # an old switch that takes no value
+            value = value if eq or flag else (rest[i + 1] if i + 1 < len(rest) else "")
+            step = 1 if eq or flag else 2
             _warn(f"{name if eq else tok} is deprecated; write {new}{'VALUE' if new.endswith('=') else ''}")
-            out += [new + value] if new.endswith("=") else [new, value]
+            out += [new] if flag else ([new + value] if new.endswith("=") else [new, value])
             i += step
             continue
         if tok in ("--height", "--width") and "--height" not in long_opts and "--size" in long_opts:

@@ -1,4 +1,5 @@
-"""CLI verbs of the data layer: validate, convert, synth. ``register(app)`` adds them."""
+"""CLI verbs of the data layer: validate, convert, synth (the shared option vocabulary of
+``drivelab.cliutil``). ``register(app)`` adds them."""
 
 from __future__ import annotations
 
@@ -6,33 +7,15 @@ from pathlib import Path
 
 import typer
 
-from drivelab.errors import DrivelabError
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` (e.g. ``874x1164``) -> (H, W)."""
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise DrivelabError(f"size must look like HxW (e.g. 874x1164), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise DrivelabError(f"size must be positive, got {text!r}")
-    return h, w
+from drivelab import cliutil as cu
+from drivelab.cliutil import parse_size
 
 
 def _size_option(text: str | None) -> tuple[int, int] | str | None:
     return "native" if text == "native" else parse_size(text)
 
 
-def validate_cmd(
+def validate(
     dataset: Path = typer.Argument(..., help="Dataset root in its native layout."),
     format: str = typer.Option(
         None, "--format", "-f", help="comma10k, cityscapes, bdd100k, coco or folder (default: detected)."
@@ -57,10 +40,9 @@ def validate_cmd(
         "(default: each folder's most common size; see docs/data.md).",
     ),
     limit: int = typer.Option(50, help="Show at most this many problems in the table (all are counted)."),
-    json_out: Path = typer.Option(
-        None, "--json", help="Also write the report as JSON (ok, summary, problems, notes) to this file."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: Path = cu.json_option("Also write the report as JSON (ok, summary, problems, notes) to this "
+                                    "file ('-' for stdout)."),
+    progress: bool = cu.progress_option(),
 ) -> None:
     """Check masks and images: partners, sizes, channels, exact palette colours, ids, layout, COCO json."""
     from rich.table import Table
@@ -75,9 +57,9 @@ def validate_cmd(
         reference_hashes=reference,
         expected_size=_size_option(size),
         compute_hashes=write_hashes is not None,
-        progress=not quiet,
+        progress=progress,
     )
-    err = _console(stderr=True)  # table and notes on stderr, the verdict line on stdout
+    err = cu.console()  # table and notes on stderr, the verdict line on stdout
     if report.problems:
         table = Table(title=report.summary(), show_lines=False)
         table.add_column("file", overflow="fold")
@@ -93,15 +75,12 @@ def validate_cmd(
     if write_hashes is not None:
         write_hash_file(write_hashes, report.hashes)
         err.print(f"wrote {len(report.hashes)} image hashes to {write_hashes}")
-    if json_out is not None:
-        from drivelab.io import write_json
-
-        write_json(json_out, report.to_dict())
-    _console().print(report.summary())
+    cu.write_json_output(json_out, report.to_dict())
+    cu.result(report.summary())
     raise typer.Exit(0 if report.ok else 1)
 
 
-def convert_cmd(
+def convert(
     src: Path = typer.Argument(..., help="Source dataset in any layout drivelab reads."),
     to: str = typer.Option(
         ..., "--to", help="index, comma10k, cityscapes-trainids or instance-png (see docs/data.md)."
@@ -109,37 +88,36 @@ def convert_cmd(
     out: Path = typer.Argument(..., help="Output folder (for cityscapes-trainids it may be SRC itself)."),
     format: str = typer.Option(None, "--format", "-f", help="Source format (default: detected)."),
     copy: bool = typer.Option(False, "--copy", help="Copy images instead of hard-linking them."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    progress: bool = cu.progress_option(),
 ) -> None:
     """Write a dataset as index masks or another layout (comma10k colours, Cityscapes trainIds, ...)."""
     from drivelab.data.convert import convert_dataset
 
-    result = convert_dataset(src, to, out, format=format, link=not copy, progress=not quiet)
-    _console().print(f"converted {result.count} samples from {src} to {to}: {result.out}")
+    result = convert_dataset(src, to, out, format=format, link=not copy, progress=progress)
+    cu.result(f"converted {result.count} samples from {src} to {to}: {result.out}")
 
 
-def synth_cmd(
+def synth(
     format: str = typer.Argument(..., help="comma10k, cityscapes, bdd100k or coco (robot totes)."),
     out: Path = typer.Argument(..., help="Output folder (written in the format's native layout)."),
     n: int = typer.Option(100, "--n", "-n", help="Number of samples."),
-    size: str = typer.Option(None, "--size", help="Image size HxW (default: the format's synth default)."),
+    size: str = cu.size_option(None, "Image size HxW (default: the format's synth default)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; sample i depends only on (seed, i)."),
     split: str = typer.Option(None, "--split", help="Put every sample in one split, train or val (default: "
                               "every 5th is val; comma10k: names ending 9.png are val)."),
     night: float = typer.Option(None, "--night", help="Driving scenes: share of night scenes, 0..1 (a rare "
                                 "domain for data-engine studies; synth.json lists them)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    progress: bool = cu.progress_option(),
 ) -> None:
     """Write a procedural dataset with exact labels in a native layout (driving scenes or totes)."""
     from drivelab.data.synth import synth_dataset
 
     options = {} if night is None else {"night": night}
-    root = synth_dataset(format, out, n=n, size=parse_size(size), seed=seed, progress=not quiet, split=split,
+    root = synth_dataset(format, out, n=n, size=parse_size(size), seed=seed, progress=progress, split=split,
                          **options)
-    _console().print(f"wrote {n} synthetic {format} samples to {root}")
+    cu.result(f"wrote {n} synthetic {format} samples to {root}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate_cmd)
-    app.command("convert")(convert_cmd)
-    app.command("synth")(synth_cmd)
+    for fn in (synth, validate, convert):
+        app.command(fn.__name__, rich_help_panel=cu.DATA)(fn)

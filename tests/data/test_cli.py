@@ -13,6 +13,8 @@ from drivelab.cli import app
 from drivelab.errors import DrivelabError
 from drivelab.io import read_label, read_rgb, write_png
 
+QUIET = "--no-progress"
+
 runner = CliRunner()
 
 
@@ -34,11 +36,11 @@ def test_help_lists_every_command_with_a_description() -> None:
 def test_synth_then_validate_clean_and_broken(tmp_path: Path) -> None:
     root = tmp_path / "c"
     result = runner.invoke(
-        app, ["synth", "comma10k", str(root), "--n", "5", "--size", "32x64", "--seed", "1", "-q"]
+        app, ["synth", "comma10k", str(root), "--n", "5", "--size", "32x64", "--seed", "1", QUIET]
     )
     assert result.exit_code == 0, result.output
     assert len(list((root / "imgs").iterdir())) == 5
-    ok = runner.invoke(app, ["validate", str(root), "-q", "--write-hashes", str(tmp_path / "SHA1SUMS")])
+    ok = runner.invoke(app, ["validate", str(root), QUIET, "--write-hashes", str(tmp_path / "SHA1SUMS")])
     assert ok.exit_code == 0, ok.output
     assert "10 files checked, 0 problems" in ok.output
     assert len((tmp_path / "SHA1SUMS").read_text().splitlines()) == 5
@@ -49,12 +51,12 @@ def test_synth_then_validate_clean_and_broken(tmp_path: Path) -> None:
     write_png(mask, rgb)
     img = sorted((root / "imgs").iterdir())[1]
     write_png(img, 255 - read_rgb(img))
-    bad = runner.invoke(app, ["validate", str(root), "-q", "--hashes", str(tmp_path / "SHA1SUMS")])
+    bad = runner.invoke(app, ["validate", str(root), QUIET, "--hashes", str(tmp_path / "SHA1SUMS")])
     assert bad.exit_code == 1, bad.output
     assert mask.name in bad.output and "bad-pixels" in bad.output and "modified" in bad.output
     assert "2 problems" in bad.output
 
-    sized = runner.invoke(app, ["validate", str(root), "-q", "--size", "64x64"])
+    sized = runner.invoke(app, ["validate", str(root), QUIET, "--size", "64x64"])
     assert sized.exit_code == 1 and "size" in sized.output
 
 
@@ -73,7 +75,7 @@ def test_missing_folder_is_exit_2_with_one_line(tmp_path: Path) -> None:
 def test_convert_cityscapes_sample(cityscapes_sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["convert", str(cityscapes_sample), "--to", "cityscapes-trainids", str(out), "-q"]
+        app, ["convert", str(cityscapes_sample), "--to", "cityscapes-trainids", str(out), QUIET]
     )
     assert result.exit_code == 0, result.output
     trainids = next(out.glob("gtFine/val/frankfurt/*_labelTrainIds.png"))
@@ -86,7 +88,8 @@ def test_convert_cityscapes_sample(cityscapes_sample: Path, tmp_path: Path) -> N
 
 def test_convert_index_cli(synth_copy, tmp_path: Path) -> None:
     src = synth_copy("bdd100k")
-    result = runner.invoke(app, ["convert", str(src), "--to", "index", str(tmp_path / "idx"), "--copy", "-q"])
+    args = ["convert", str(src), "--to", "index", str(tmp_path / "idx"), "--copy", QUIET]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     mask = next((tmp_path / "idx").glob("labels/sem_seg/masks/*/*.png"))
     orig = src / mask.relative_to(tmp_path / "idx")
@@ -97,9 +100,9 @@ def test_validate_profile_and_json(synth_copy, tmp_path: Path) -> None:
     import json
 
     root = synth_copy("comma10k")
-    assert runner.invoke(app, ["validate", str(root), "-q"]).exit_code == 0  # synth.json is drivelab's own
+    assert runner.invoke(app, ["validate", str(root), QUIET]).exit_code == 0  # synth.json is drivelab's own
     out = tmp_path / "report.json"
-    ci = runner.invoke(app, ["validate", str(root), "-q", "--profile", "comma10k-ci", "--json", str(out)])
+    ci = runner.invoke(app, ["validate", str(root), QUIET, "--profile", "comma10k-ci", "--json", str(out)])
     assert ci.exit_code == 1, ci.output
     assert "comma10k (comma10k-ci): 12 files checked" in ci.output and "synth.json" in ci.output
     report = json.loads(out.read_text())
