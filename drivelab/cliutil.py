@@ -58,6 +58,36 @@ def progress_option() -> Any:
     return typer.Option(True, "--progress/--no-progress", help="Show progress bars (on stderr).")
 
 
+def ray_option() -> Any:
+    return typer.Option(None, "--ray", help="Run on a Ray cluster: 'local' (start one here) or its address "
+                        "('auto', 'ray://head:10001'). Same outputs as a local run; needs drivelab[cluster].")
+
+
+def concurrency_option() -> Any:
+    return typer.Option(None, "--concurrency", min=1, help="With --ray: actors/tasks at once (default: one "
+                        "per CPU, or per GPU with --num-gpus).")
+
+
+def num_gpus_option() -> Any:
+    return typer.Option(0.0, "--num-gpus", min=0.0, help="With --ray: GPUs per actor (one model per GPU: 1).")
+
+
+def shard_option() -> Any:
+    return typer.Option(None, "--shard", help="Only items i, i+n, ... (i/n): for SLURM arrays and other "
+                        "schedulers without Ray.")
+
+
+def ray_options(address: str | None, concurrency: int | None = None, num_gpus: float = 0.0) -> Any:
+    """The ``drivelab.cluster.RayOptions`` of ``--ray/--concurrency/--num-gpus`` (None without --ray)."""
+    if address is None:
+        if concurrency is not None or num_gpus:
+            raise DrivelabError("--concurrency and --num-gpus go with --ray")
+        return None
+    from drivelab.cluster import RayOptions
+
+    return RayOptions(address=address, concurrency=concurrency, num_gpus=float(num_gpus))
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """``"HxW"`` (e.g. ``874x1164``; ``"N"`` for a square) -> (H, W); None stays None."""
     if text is None:

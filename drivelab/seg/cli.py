@@ -47,13 +47,17 @@ def evaluate(
     batch: int = cu.batch_option(8),
     limit: int | None = typer.Option(None, help="Evaluate only the first N labelled images."),
     json_path: Path | None = cu.json_option(),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
+    num_gpus: float = cu.num_gpus_option(),
     progress: bool = cu.progress_option(),
 ) -> None:
     """Score a checkpoint or a folder of predictions: mIoU, accuracy, CE, per-image table."""
     from drivelab.seg.evaluate import evaluate as run_eval
 
     m = run_eval(source, dataset, out, protocol=protocol, split=split, tta=tta or None,
-                 pred_ids=pred_ids, device=device, batch=batch, limit=limit, progress=progress)
+                 pred_ids=pred_ids, device=device, batch=batch, limit=limit, progress=progress,
+                 ray=cu.ray_options(ray, concurrency, num_gpus))
     cu.write_json_output(json_path, m)
     if "iou" not in m:  # an instance evaluation: a flat dict of AP numbers
         cu.result("  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
@@ -117,6 +121,9 @@ def predict(
                                 "CHECKPOINT is .onnx)."),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16."),
     compile: bool = typer.Option(False, "--compile", help="Wrap the model in torch.compile."),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
+    num_gpus: float = cu.num_gpus_option(),
     progress: bool = cu.progress_option(),
 ) -> None:
     """Segment images, folders, globs or videos and write masks, overlays, videos and stats."""
@@ -127,7 +134,8 @@ def predict(
                           stats=stats, side_by_side=side_by_side, gif=gif, save_frames=save_frames,
                           max_frames=max_frames, fps=fps, palette=palette, batch_size=batch,
                           device=device, backend=backend, precision=precision, compile=compile,
-                          progress=progress, score_thresh=score_thresh)
+                          progress=progress, score_thresh=score_thresh,
+                          ray=cu.ray_options(ray, concurrency, num_gpus))
     summary = run_predict(checkpoint, inputs, out, opts)
     cu.result(summary.line())
     for kind, paths in summary.outputs.items():

@@ -54,7 +54,11 @@ def evaluate(source: str | Path | dict, dataset: str | Path, out_dir: str | Path
 
     Options: ``protocol``, ``split``, ``limit``, ``progress``; for checkpoints ``tta``, ``device``,
     ``batch``; for prediction folders ``pred_ids`` ("train" or "label")."""
+    options = {k: v for k, v in options.items() if v is not None}  # unset: the evaluator's default
     if not isinstance(source, dict) and is_prediction_folder(source):
+        if options.pop("tta", False):
+            raise DrivelabError("--tta runs a model: give a checkpoint, not predictions", source)
+        options.pop("device", None)  # nothing runs on a device
         return evaluate_predictions(source, dataset, out_dir, **options)
     from drivelab.seg.checkpoint import read_checkpoint
     from drivelab.seg.tasks import for_checkpoint
@@ -82,8 +86,20 @@ class _Scored:
     logits: torch.Tensor | None = None
 
 
-class _Accumulator:
-    """Counts for every protocol at once, plus the per-image rows (always drivelab's metrics)."""
+@dataclass
+class ImageScore:
+    """One image's counts, computed where the image is (a Ray worker or this process) and summed
+    on the driver in image order."""
+
+    conf: np.ndarray  # (K, K + 1) int64
+    ce_sum: float | None
+    pixels: int
+    row: dict
+    city: P.CityscapesCounts | None = None
+
+
+class _Scorer:
+    """Per-image counts for every protocol at once (pure: no state between images)."""
 
     def __init__(self, reader: Reader, schema: ClassSchema, protocol: str) -> None:
         if protocol not in P.PROTOCOLS:
@@ -92,17 +108,14 @@ class _Accumulator:
             raise DrivelabError("the cityscapes protocol needs a Cityscapes dataset (labelIds and "
                                 f"instanceIds), not {reader.format}", reader.root)
         self.reader, self.schema, self.protocol = reader, schema, protocol
-        self.meter = SegMeter(schema.num_classes, IGNORE)
-        self.city = P.CityscapesCounts() if protocol == "cityscapes" else None
         self.to_label_ids = None
-        if self.city is not None:
+        if protocol == "cityscapes":
             try:
                 self.to_label_ids = P.train_to_label_ids(schema.label_lut, schema.num_classes)
             except ValueError as e:
                 raise DrivelabError(f"the cityscapes protocol: {e}", reader.root) from None
-        self.rows: list[dict] = []
 
-    def add(self, s: _Scored, where: str | Path) -> None:
+    def score(self, s: _Scored, where: str | Path) -> ImageScore:
         sample, names = s.sample, self.schema.names
         if s.pred.shape != sample.mask.shape:
             raise DrivelabError(f"prediction is {s.pred.shape[1]}x{s.pred.shape[0]} but the labels of "
@@ -113,25 +126,42 @@ class _Accumulator:
             conf = confusion(pred, target, self.schema.num_classes, IGNORE)
         except PredictionRangeError as e:
             raise DrivelabError(str(e), where) from None
-        ce, n = float("nan"), int((target != IGNORE).sum())
+        n = int((target != IGNORE).sum())
+        ce_sum = None
         if s.logits is not None:
             ce_sum = float(F.cross_entropy(s.logits[None].float(), target[None], ignore_index=IGNORE,
                                            reduction="sum"))
-            self.meter.add(conf, ce_sum, n)
-            ce = ce_sum / n if n else float("nan")
-        else:
-            self.meter.add(conf)
-        if self.city is not None:
+        city = None
+        if self.to_label_ids is not None:
             label_pred = s.pred_label_ids if s.pred_label_ids is not None else self.to_label_ids[s.pred]
-            gt = _cityscapes_label_ids(self.reader, sample)
-            inst = _cityscapes_instance_ids(self.reader, sample)
+            city = P.CityscapesCounts()
             try:
-                self.city.add(label_pred, gt, inst)
+                city.add(label_pred, _cityscapes_label_ids(self.reader, sample),
+                         _cityscapes_instance_ids(self.reader, sample))
             except ValueError as e:
                 raise DrivelabError(str(e), where) from None
         m = scores(conf, names)
-        self.rows.append({"name": sample.name, "split": sample.split, "loss": ce, "pixel_acc": m["pixel_acc"],
-                          "miou": m["miou"], **{f"iou_{c}": m[f"iou_{c}"] for c in names}, "pixels": n})
+        ce = ce_sum / n if ce_sum is not None and n else float("nan")
+        row = {"name": sample.name, "split": sample.split, "loss": ce, "pixel_acc": m["pixel_acc"],
+               "miou": m["miou"], **{f"iou_{c}": m[f"iou_{c}"] for c in names}, "pixels": n}
+        return ImageScore(conf.numpy(), ce_sum, n, row, city)
+
+
+class _Accumulator:
+    """The sums over images, in image order, and the files they become."""
+
+    def __init__(self, schema: ClassSchema, protocol: str) -> None:
+        self.schema, self.protocol = schema, protocol
+        self.meter = SegMeter(schema.num_classes, IGNORE)
+        self.city = P.CityscapesCounts() if protocol == "cityscapes" else None
+        self.rows: list[dict] = []
+
+    def add(self, score: ImageScore) -> None:
+        self.meter.add(torch.from_numpy(score.conf), score.ce_sum or 0.0,
+                       score.pixels if score.ce_sum is not None else 0)
+        if self.city is not None and score.city is not None:
+            self.city.merge(score.city)
+        self.rows.append(score.row)
 
     def summary(self, has_logits: bool) -> dict:
         names = self.schema.names
@@ -217,25 +247,17 @@ def _cityscapes_classes(schema: ClassSchema) -> str | None:
     return {"cityscapes19": "19", "cityscapes29": "29", "cityscapes30": "30"}.get(schema.name)
 
 
-def _samples(reader: Reader, workers: int = 2) -> Iterator[Sample]:
-    """The reader's samples in order, decoded a few ahead in threads (PNG decoding drops the GIL)."""
-    from collections import deque
-
-    ahead = 2 * max(1, workers)
+def _load_all(reader: Reader, indices: list[int], workers: int = 2) -> list[Sample]:
+    """Decode a chunk's samples in threads (PNG decoding drops the GIL)."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending: deque = deque()
-        for item in reader.items:
-            pending.append(pool.submit(reader.load, item))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        return list(pool.map(lambda i: reader.load(reader.items[i]), indices))
 
 
-def _same_size_batches(samples: Iterator[Sample], batch: int) -> Iterator[list[Sample]]:
+def _same_size_runs(samples: list[Sample]) -> Iterator[list[Sample]]:
+    """Consecutive samples of one image size (what one forward pass can batch)."""
     group: list[Sample] = []
     for s in samples:
-        if group and (len(group) == batch or s.image.shape != group[0].image.shape):
+        if group and s.image.shape != group[0].image.shape:
             yield group
             group = []
         group.append(s)
@@ -243,42 +265,77 @@ def _same_size_batches(samples: Iterator[Sample], batch: int) -> Iterator[list[S
         yield group
 
 
+def chunks_of(n: int, size: int) -> list[list[int]]:
+    """Image indices in chunks of ``size``: the batches of both the local loop and Ray's workers,
+    so a model sees the same batches (and gives the same numbers) wherever it runs."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
 # --------------------------------------------------------------------------- checkpoints
+class CheckpointWorker:
+    """One model and the dataset: scores chunks of images. Runs in this process, or as a Ray
+    actor (``drivelab.cluster``), with identical results."""
+
+    def __init__(self, ckpt: dict, dataset: str, protocol: str, split: str | None, limit: int | None,
+                 tta: bool, device: str) -> None:
+        from drivelab.seg.inference import Predictor
+
+        self.predictor = Predictor(ckpt, device=device, tta=tta, precision="fp32")
+        self.reader, self.split = open_labelled(dataset, self.predictor.schema, ckpt, split, limit)
+        self.scorer = _Scorer(self.reader, self.predictor.schema, protocol)
+        self.baseline = protocol == "comma10k-baseline"
+
+    def __call__(self, chunk: list[int]) -> tuple[list[ImageScore], tuple | None]:
+        samples = _load_all(self.reader, chunk)
+        out = []
+        for group in _same_size_runs(samples):
+            logits = self.predictor.logits_batch([s.image for s in group])  # log-probabilities with tta
+            preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            for s, p, lg in zip(group, preds, logits.cpu(), strict=True):
+                out.append(self.scorer.score(_Scored(s, p, None, lg), s.name))
+        return out, (_baseline_batch(self.predictor, samples) if self.baseline else None)
+
+
 def evaluate_checkpoint(checkpoint: str | Path | dict, dataset: str | Path, out_dir: str | Path | None = None,
                         *, protocol: str = "drivelab", split: str | None = None, tta: bool = False,
                         device: str = "auto", batch: int = 8, limit: int | None = None,
-                        progress: bool = True) -> dict:
+                        ray: Any = None, progress: bool = True) -> dict:
     """Evaluate a semantic checkpoint (or run folder) on a labelled dataset; returns the summary.
 
     ``split``: a split name, "all", or None (the val split when ``dataset`` is the training data,
-    else all images)."""
+    else all images). ``ray``: a ``drivelab.cluster.RayOptions`` to score on a Ray cluster (same
+    numbers, same files)."""
     from tqdm import tqdm
 
     from drivelab.seg.checkpoint import output_dir, read_checkpoint, training_size
-    from drivelab.seg.inference import Predictor
 
     ckpt = read_checkpoint(checkpoint)
     if batch < 1:
         raise DrivelabError(f"batch must be >= 1, got {batch}")
-    predictor = Predictor(ckpt, device=device, tta=tta, precision="fp32")
-    schema = predictor.schema
-    reader, split = open_labelled(dataset, schema, ckpt, split, limit)
-    acc = _Accumulator(reader, schema, protocol)
+    worker = CheckpointWorker(ckpt, str(dataset), protocol, split, limit, tta, device)
+    chunks = chunks_of(len(worker.reader), batch)
+    if ray is not None:
+        from drivelab.cluster import map_chunks
+
+        args = (ckpt, str(dataset), protocol, split, limit, tta, device)
+        results = map_chunks(CheckpointWorker, chunks, ray, ctor_args=args, progress=progress,
+                             desc="evaluate")
+    else:
+        results = (worker(c) for c in chunks)
+    acc = _Accumulator(worker.predictor.schema, protocol)
     baseline = P.BaselineCE() if protocol == "comma10k-baseline" else None
-    bar = tqdm(total=len(reader), desc="evaluate", disable=not progress, leave=False)
-    for group in _same_size_batches(_samples(reader), batch):
-        logits = predictor.logits_batch([s.image for s in group])  # log-probabilities with tta
-        preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        for s, p, lg in zip(group, preds, logits.cpu(), strict=True):
-            acc.add(_Scored(s, p, None, lg), s.name)
-        if baseline is not None:
-            _baseline_batch(predictor, group, baseline)
-        bar.update(len(group))
-    bar.close()
+    with tqdm(total=len(worker.reader), desc="evaluate", disable=not progress or ray is not None,
+              leave=False) as bar:
+        for image_scores, batch_ce in results:
+            for score in image_scores:
+                acc.add(score)
+            if baseline is not None:
+                baseline.add_batch(*batch_ce)
+            bar.update(len(image_scores))
     summary = acc.summary(has_logits=True)
     if baseline is not None:
         summary.update(baseline.result())
-    summary.update({"split": split, "tta": tta, "size": list(training_size(ckpt)),
+    summary.update({"split": worker.split, "tta": tta, "size": list(training_size(ckpt)),
                     "checkpoint": str(ckpt["path"]), "dataset": str(dataset)})
     out = Path(out_dir) if out_dir is not None else output_dir(ckpt, "eval", dataset)
     acc.write(out, summary)
@@ -287,8 +344,9 @@ def evaluate_checkpoint(checkpoint: str | Path | dict, dataset: str | Path, out_
 
 
 @torch.no_grad()
-def _baseline_batch(predictor: Any, group: list[Sample], acc: P.BaselineCE) -> None:
-    """comma10k-baseline's CE of one batch at training resolution (see drivelab.seg.protocols)."""
+def _baseline_batch(predictor: Any, group: list[Sample]) -> tuple[float, int, int]:
+    """comma10k-baseline's CE of one batch at training resolution (see drivelab.seg.protocols):
+    (CE sum, real pixels, all pixels)."""
     from drivelab.seg.transforms import eval_batch, resize_mask
 
     x, (h, w) = eval_batch([s.image for s in group], predictor.model_input)
@@ -296,17 +354,44 @@ def _baseline_batch(predictor: Any, group: list[Sample], acc: P.BaselineCE) -> N
     target = torch.stack([torch.from_numpy(resize_mask(s.mask, (h, w)).astype(np.int64)) for s in group])
     target[target == IGNORE] = 0  # their one-hot argmax: a pixel matching no class is class 0
     ce_sum = float(F.cross_entropy(logits[:, :, :h, :w].cpu(), target, reduction="sum"))
-    acc.add_batch(ce_sum, real_pixels=int(target.numel()), all_pixels=int(logits[:, 0].numel()))
+    return ce_sum, int(target.numel()), int(logits[:, 0].numel())
 
 
 # --------------------------------------------------------------------------- prediction folders
+class PredictionWorker:
+    """The dataset and a folder of predictions: scores chunks of images (here or as a Ray actor)."""
+
+    def __init__(self, schema_dict: dict, dataset: str, protocol: str, split: str | None,
+                 limit: int | None, matched: dict[str, Path], ids: str, root: Path) -> None:
+        schema = ClassSchema.from_dict(schema_dict)
+        self.reader, self.split = open_labelled(dataset, schema, None, split, limit)
+        self.scorer = _Scorer(self.reader, schema, protocol)
+        self.schema, self.matched, self.root = schema, matched, root
+        self.lut = np.asarray(schema.label_lut, np.uint8) if ids == "label" else None
+
+    def __call__(self, chunk: list[int]) -> tuple[list[ImageScore], None]:
+        out = []
+        for sample in _load_all(self.reader, chunk):
+            path = self.matched.get(sample.name)
+            if path is None:
+                raise DrivelabError(f"no prediction for this labelled image (looked in {self.root})",
+                                    self.reader.item(sample.name).image_path)
+            raw = read_prediction(path, self.schema)
+            scored = _Scored(sample, self.lut[raw], raw.astype(np.uint8)) if self.lut is not None \
+                else _Scored(sample, raw)
+            out.append(self.scorer.score(scored, path))
+        return out, None
+
+
 def evaluate_predictions(folder: str | Path, dataset: str | Path, out_dir: str | Path | None = None, *,
                          protocol: str = "drivelab", split: str | None = None, limit: int | None = None,
-                         pred_ids: str | None = None, progress: bool = True) -> dict:
+                         pred_ids: str | None = None, batch: int = 8, ray: Any = None,
+                         progress: bool = True) -> dict:
     """Score a folder of prediction PNGs (see the module docstring) on a labelled dataset."""
     from tqdm import tqdm
 
     from drivelab.data import open_dataset
+    from drivelab.seg.checkpoint import dataset_name
 
     folder = Path(folder)
     info = _prediction_info(folder)
@@ -314,8 +399,7 @@ def evaluate_predictions(folder: str | Path, dataset: str | Path, out_dir: str |
     if protocol == "comma10k-baseline":
         raise DrivelabError("the comma10k-baseline protocol scores cross-entropy: give a checkpoint, "
                             "not predictions", folder)
-    full = open_dataset(dataset) if info is None else None
-    schema = ClassSchema.from_dict(info["schema"]) if info is not None else full.schema
+    schema = ClassSchema.from_dict(info["schema"]) if info is not None else open_dataset(dataset).schema
     reader, split = open_labelled(dataset, schema, None, split, limit)
     ids = pred_ids or (info or {}).get("ids") or ("label" if reader.format == "cityscapes" and
                                                   protocol == "cityscapes" else "train")
@@ -325,24 +409,25 @@ def evaluate_predictions(folder: str | Path, dataset: str | Path, out_dir: str |
         raise DrivelabError("labelId predictions need a Cityscapes dataset", dataset)
     all_items = open_labelled(dataset, schema, None, "all", None)[0].items
     matched = match_predictions(root, all_items, cityscapes=reader.format == "cityscapes")
-    acc = _Accumulator(reader, schema, protocol)
-    lut = np.asarray(schema.label_lut, np.uint8) if ids == "label" else None
-    for sample in tqdm(_samples(reader), total=len(reader), desc="evaluate", disable=not progress,
-                       leave=False):
-        path = matched.get(sample.name)
-        if path is None:
-            raise DrivelabError(f"no prediction for this labelled image (looked in {root})",
-                                reader.item(sample.name).image_path)
-        raw = read_prediction(path, schema)
-        if lut is not None:
-            acc.add(_Scored(sample, lut[raw], raw.astype(np.uint8)), path)
-        else:
-            acc.add(_Scored(sample, raw), path)
-    summary = acc.summary(has_logits=False)
-    summary.update({"split": split, "predictions": str(root), "pred_ids": ids,
-                    "dataset": str(dataset)})
-    from drivelab.seg.checkpoint import dataset_name
+    args = (schema.to_dict(), str(dataset), protocol, split, limit, matched, ids, root)
+    chunks = chunks_of(len(reader), max(1, batch))
+    if ray is not None:
+        from drivelab.cluster import map_chunks
 
+        results = map_chunks(PredictionWorker, chunks, ray, ctor_args=args, progress=progress,
+                             desc="evaluate")
+    else:
+        worker = PredictionWorker(*args)
+        results = (worker(c) for c in chunks)
+    acc = _Accumulator(schema, protocol)
+    with tqdm(total=len(reader), desc="evaluate", disable=not progress or ray is not None,
+              leave=False) as bar:
+        for image_scores, _ in results:
+            for score in image_scores:
+                acc.add(score)
+            bar.update(len(image_scores))
+    summary = acc.summary(has_logits=False)
+    summary.update({"split": split, "predictions": str(root), "pred_ids": ids, "dataset": str(dataset)})
     out = Path(out_dir) if out_dir is not None else folder / "eval" / dataset_name(dataset)
     acc.write(out, summary)
     summary["out_dir"] = str(out)

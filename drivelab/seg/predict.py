@@ -56,6 +56,7 @@ class PredictOptions:
     threads: int | None = None
     progress: bool = True
     score_thresh: float | None = None  # instance models only
+    ray: Any = None  # drivelab.cluster.RayOptions: run on a Ray cluster (same files as a local run)
 
 
 def _warn(msg: str) -> None:
@@ -231,6 +232,106 @@ class _Run:
             self._write_stats(self.out / f"{stem}_pixel_share.csv", rows)
 
 
+def _outputs_done(out: Path, name: str, opts: PredictOptions) -> bool:
+    """Whether every per-image file this run writes for ``name`` exists already (files are written
+    atomically, so existing means complete): what a resumed Ray run skips."""
+    wanted = [out / "masks" / f"{name}.png"] if opts.mask else []
+    wanted += [out / "color" / f"{name}.png"] if opts.color else []
+    wanted += [out / "overlay" / f"{name}.jpg"] if opts.overlay else []
+    return bool(wanted) and opts.mask and all(p.exists() for p in wanted)
+
+
+class ImageWorker:
+    """One Predictor writing the per-image outputs of chunks of images: the Ray actor of
+    ``predict --ray`` (chunks of ``batch`` inputs, as the local loop batches them)."""
+
+    def __init__(self, source: Any, opts: PredictOptions, out: str) -> None:
+        from drivelab.seg.inference import Predictor
+
+        predictor = Predictor(source, device=opts.device, backend=opts.backend, precision=opts.precision,
+                              compile=opts.compile, threads=opts.threads)
+        where = source if isinstance(source, (str, Path)) else None
+        painter = Painter(check_palette(predictor.schema, opts.palette, where or "checkpoint"), opts.opacity,
+                          opts.legend)
+        self.run = _Run(predictor, painter, Path(out), opts)
+
+    def __call__(self, chunk: list[tuple[str, str]]) -> list[dict]:
+        from drivelab.io import read_label
+
+        run, rows, todo = self.run, [], []
+        for path, name in chunk:
+            if _outputs_done(run.out, name, run.opts):
+                rows.append({"name": name, "done": True, **run._share_cols(read_label(run.out / "masks" /
+                                                                                        f"{name}.png"))})
+                continue
+            try:
+                todo.append((name, read_rgb(path)))
+                rows.append({"name": name})
+            except DrivelabError as e:
+                rows.append({"name": name, "error": str(e), "path": str(path)})
+        masks = run.predictor.predict_batch([im for _, im in todo]) if todo else []
+        by_name = {}
+        for (name, image), mask in zip(todo, masks, strict=True):
+            run.write_image_outputs(name, image, mask, root=run.out)
+            by_name[name] = run._share_cols(mask)
+        for r in rows:
+            r.update(by_name.get(r["name"], {}))
+        return rows
+
+
+def _video_task(path: Path, source: Any, opts: PredictOptions, out: str) -> PredictSummary:
+    """One video on a Ray worker: the local video pipeline with its own Predictor."""
+    worker = ImageWorker(source, opts, out)
+    worker.run.bar = _NoBar()
+    worker.run.video(Path(path))
+    return worker.run.summary
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_description(self, text: str) -> None:
+        pass
+
+
+def _predict_on_ray(source: Any, images: list[tuple[Path, str]], videos: list[Path], out: Path,
+                    opts: PredictOptions, run: _Run) -> None:
+    """``predict --ray``: images in chunks through an actor pool, videos one task each; the files
+    and the pixel-share table are the local run's."""
+    from drivelab.cluster import map_chunks, map_items
+
+    summary = run.summary
+    if images:
+        chunks = [[(str(p), n) for p, n in images[i:i + opts.batch_size]]
+                  for i in range(0, len(images), opts.batch_size)]
+        results = map_chunks(ImageWorker, chunks, opts.ray, ctor_args=(source, opts, str(out)),
+                             progress=opts.progress, desc="predict")
+        rows = []
+        for chunk_rows in results:
+            for r in chunk_rows:
+                if "error" in r:
+                    _warn(f"skipping unreadable image {r['error']}")
+                    summary.skipped.append((r["path"], r["error"]))
+                    continue
+                summary.images += 1
+                summary.frames += 1
+                rows.append({k: v for k, v in r.items() if k != "done"})
+        for kind in ("mask", "color", "overlay"):
+            if getattr(opts, kind):
+                summary.add(kind, out / {"mask": "masks"}.get(kind, kind))
+        if opts.stats and rows:
+            run._write_stats(out / "pixel_share.csv", rows)
+    for part in map_items(_video_task, videos, opts.ray, args=(source, opts, str(out)),
+                          progress=opts.progress, desc="predict videos"):
+        summary.frames += part.frames
+        summary.videos += part.videos
+        summary.skipped += part.skipped
+        summary.stopped += part.stopped
+        for kind, paths in part.outputs.items():
+            summary.outputs.setdefault(kind, []).extend(paths)
+
+
 def _options(options: PredictOptions | None, overrides: dict[str, Any]) -> PredictOptions:
     opts = options or PredictOptions()
     for k, v in overrides.items():
@@ -303,6 +404,12 @@ def predict_semantic(source: str | Path | dict | Any, inputs: Inputs, out: str |
                                             "model_input": predictor.model_input.to_dict(),
                                             "source": str(where) if where else None})
     t0 = time.perf_counter()
+    if opts.ray is not None:
+        if isinstance(source, Predictor):
+            raise DrivelabError("--ray ships a checkpoint or .onnx to its workers, not a Predictor object")
+        _predict_on_ray(predictor.ckpt or source, images, videos, out, opts, run)
+        run.summary.seconds = time.perf_counter() - t0
+        return run.summary
     with tqdm(total=total, unit="frame", desc="predict", disable=not opts.progress, dynamic_ncols=True,
               file=sys.stderr) as bar:
         run.bar = bar

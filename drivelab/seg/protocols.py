@@ -121,6 +121,13 @@ class CityscapesCounts:
                 ctp = int((mask & in_cat[cat]).sum())
                 self._inst("category:" + cat, ctp, size - ctp, weight)
 
+    def merge(self, other: CityscapesCounts) -> None:
+        """Add another image's (or set's) counts."""
+        self.conf += other.conf
+        for key, acc in other.inst.items():
+            self.inst.setdefault(key, np.zeros(4))
+            self.inst[key] = self.inst[key] + acc
+
     def _inst(self, key: str, tp: int, fn: int, weight: float) -> None:
         acc = self.inst.setdefault(key, np.zeros(4))
         acc += (tp, fn, tp * weight, fn * weight)

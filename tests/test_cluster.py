@@ -1,0 +1,101 @@
+"""Ray as the executor: predict and evaluate on a local Ray cluster give exactly the files and
+numbers of the single-process run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drivelab.cluster import RayOptions, parse_shard, take_shard
+from drivelab.errors import DrivelabError
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    opts = RayOptions(address="local", concurrency=2)
+    yield opts
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    from drivelab.data.synth import synth_dataset
+    from drivelab.seg.config import load_config
+    from drivelab.seg.trainer import train
+    from tests.seg.conftest import tiny_overrides
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cluster")
+    data = synth_dataset("comma10k", root / "data", n=10, size=(72, 100), seed=7)
+    run = train(load_config("synth", tiny_overrides(data, root / "runs", name="r", size=[64, 96],
+                                                    max_steps=4)), progress=False)
+    return run, data
+
+
+def test_shards_partition_the_items() -> None:
+    items = list(range(10))
+    parts = [take_shard(items, f"{i}/3") for i in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7]
+    for bad in ("3/3", "x", "1/0"):
+        with pytest.raises(DrivelabError, match="shard"):
+            parse_shard(bad)
+
+
+def test_predict_and_evaluate_on_ray_equal_the_local_run(tiny_run, local_ray, tmp_path: Path) -> None:
+    from drivelab.seg.evaluate import evaluate
+    from drivelab.seg.predict import predict
+
+    run, data = tiny_run
+    local = predict(run, data / "imgs", tmp_path / "local", batch_size=3, color=True, device="cpu",
+                    progress=False)
+    remote = predict(run, data / "imgs", tmp_path / "ray", batch_size=3, color=True, device="cpu",
+                     progress=False, ray=local_ray)
+    assert (local.images, local.frames) == (remote.images, remote.frames) == (10, 10)
+    files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*")
+                           if p.is_file())
+    for rel in files:  # masks, colour maps, overlays, predict.json, pixel_share.csv
+        if rel.name != "predict.json":
+            assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "ray" / rel).read_bytes(), rel
+
+    # Resumable: a second Ray run skips what is done and rewrites the same table.
+    (tmp_path / "ray" / "masks" / files[0].name).unlink(missing_ok=True)
+    predict(run, data / "imgs", tmp_path / "ray", batch_size=3, color=True, device="cpu", progress=False,
+            ray=local_ray)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / "pixel_share.csv"),
+                                  pd.read_csv(tmp_path / "ray" / "pixel_share.csv"))
+
+    a = evaluate(run, data, tmp_path / "ev_local", split="all", batch=4, device="cpu", progress=False)
+    b = evaluate(run, data, tmp_path / "ev_ray", split="all", batch=4, device="cpu", progress=False,
+                 ray=local_ray)
+    assert a["miou"] == b["miou"] and a["ce"] == b["ce"] and a["iou"] == b["iou"]
+    for name in ("per_image.parquet", "confusion.csv"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ev_local" / name) if name.endswith("parquet")
+                                      else pd.read_csv(tmp_path / "ev_local" / name),
+                                      pd.read_parquet(tmp_path / "ev_ray" / name) if name.endswith("parquet")
+                                      else pd.read_csv(tmp_path / "ev_ray" / name))
+    c = evaluate(tmp_path / "ray", data, tmp_path / "ev_pred", split="all", ray=local_ray, progress=False)
+    assert np.isclose(c["miou"], a["miou"], atol=1e-12)
+
+
+def test_worker_errors_reach_the_user_as_one_line(tiny_run, local_ray, tmp_path: Path) -> None:
+    from drivelab.io import write_png
+    from drivelab.seg.evaluate import evaluate
+
+    _, data = tiny_run
+    from drivelab.data import open_dataset
+
+    reader = open_dataset(data)
+    for it in reader.items:
+        mask = reader.load_mask(it).copy()
+        mask[0, 0] = 9  # no comma10k class
+        write_png(tmp_path / "bad" / (Path(it.name).stem + ".png"), mask)
+    with pytest.raises(DrivelabError, match="value 9"):
+        evaluate(tmp_path / "bad", data, split="all", ray=local_ray, progress=False)
