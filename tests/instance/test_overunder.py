@@ -106,7 +106,10 @@ def test_thresholds_are_options():
 
 
 def test_analyze_coco_uses_scores_and_skips_crowd(tmp_path):
-    from drivelab.data.coco import _load_coco
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
 
     gt_masks = [*MERGE_GT, CLEAN]
     anns = [
@@ -143,7 +146,8 @@ def test_analyze_coco_uses_scores_and_skips_crowd(tmp_path):
             }
         )
     )
-    coco = _load_coco(path)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco = COCO(str(path))
     merge_rle, clean_rle = encode_masks(stack(MERGE_PRED, CLEAN))
     results = [
         {"image_id": 7, "category_id": 3, "segmentation": merge_rle, "score": 0.9},
