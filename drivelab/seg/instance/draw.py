@@ -35,12 +35,13 @@ def draw_instances(
     and labelled with ``texts[k]`` (e.g. "box 0.93") at the top-left of each instance."""
     import cv2
 
-    out = image.astype(np.float32).copy()
+    from drivelab.painter import blend
+
+    out = np.ascontiguousarray(image.copy())
     colors = instance_colors(len(masks)) if colors is None else np.asarray(colors, dtype=np.uint8)
     for k, m in enumerate(masks):
         if fill is None or fill[k]:
-            out[m] = out[m] * (1 - alpha) + colors[k].astype(np.float32) * alpha
-    out = np.ascontiguousarray(out.clip(0, 255).astype(np.uint8))
+            out = blend(out, colors[k], alpha, where=m)  # the one painter's blend, per instance
     for k, m in enumerate(masks):
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in colors[k]), thickness)
