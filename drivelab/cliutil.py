@@ -169,15 +169,24 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def is_group(cmd: Any) -> bool:
+    # typer ships its own copy of click: duck-type rather than isinstance against the click package.
+    return hasattr(cmd, "list_commands")
+
+
+def option_flags(cmd: Any) -> set[str]:
+    """Every ``--flag`` spelling of a command's options."""
+    return {o for p in cmd.params if getattr(p, "param_type_name", "") == "option"
+            for o in (*p.opts, *p.secondary_opts)}
+
+
 def _command(app: typer.Typer, argv: list[str]) -> tuple[Any, list[str], int]:
     """The click command argv names, its path of verb names, and where its arguments start."""
-    import click
-
     cmd: Any = typer.main.get_command(app)
     path: list[str] = []
     i = 0
-    while isinstance(cmd, click.Group) and i < len(argv):
-        sub = cmd.get_command(click.Context(cmd), argv[i])
+    while is_group(cmd) and i < len(argv):
+        sub = cmd.get_command(cmd.context_class(cmd), argv[i])
         if sub is None:
             break
         cmd, i = sub, i + 1
@@ -188,13 +197,11 @@ def _command(app: typer.Typer, argv: list[str]) -> tuple[Any, list[str], int]:
 def normalize_argv(app: typer.Typer, argv: list[str]) -> list[str]:
     """Rewrite ``name=value`` into ``--name value`` for the verb's own options, deprecated
     spellings into today's (with a warning), and ``--height H --width W`` into ``--size HxW``."""
-    import click
-
     cmd, path, start = _command(app, argv)
-    if not isinstance(cmd, click.Command) or isinstance(cmd, click.Group) or not path:
+    if is_group(cmd) or not path:
         return argv
     verb = path[-1]
-    long_opts = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
+    long_opts = option_flags(cmd)
     out, rest = list(argv[:start]), list(argv[start:])
     height = width = None
     i = 0
