@@ -1,12 +1,15 @@
-"""The compressed-file format shared by every codec.
+"""The compressed-segment format shared by every codec (``.dlvq``).
 
-    b"DLVQ" | u8 format version | u32 header length | header (JSON) | payload
+    b"DLVQ" | u8 format version | u32 header length | u32 header CRC-32 | header (JSON)
+            | inline shared blobs | payload
 
-The header records the codec and its version, the tokens' shape and dtype, the length and
-CRC-32 of the payload, the SHA-256 of the original .npy bytes, and whatever the codec needs to
-rebuild its model (e.g. the torch version and dtype it decodes on). The original .npy header
-is stored only when ``np.save`` would not reproduce it. Decoding checks every length and
-checksum and refuses a truncated or corrupted file with a one-line DrivelabError.
+The header records the segment's name, the codec and its version, the layout that rebuilds
+the original .npy bytes (shape, dtype, order, exact .npy header), the SHA-256 of those bytes,
+the length and CRC-32 of the payload, the shared state the codec needs (``shared``: SHA-256
+references, resolved in the archive's store or in the blobs stored inline in this file) and
+whatever else the codec needs (``extra``). The header has its own CRC-32, so a damaged name
+or shape is refused instead of restoring under a wrong name. Decoding checks every length
+and checksum and refuses a truncated or corrupted file with a one-line DrivelabError.
 """
 
 from __future__ import annotations
@@ -15,60 +18,90 @@ import hashlib
 import json
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivelab.errors import DrivelabError
 
 MAGIC = b"DLVQ"
-FORMAT_VERSION = 1
-_FIXED = struct.Struct("<4sBI")
+FORMAT_VERSION = 2
+_FIXED = struct.Struct("<4sBII")
 
 
 @dataclass
 class Header:
     codec: str
     codec_version: int
-    shape: list[int]
-    dtype: str
-    sha256: str
+    name: str
+    layout: dict[str, Any]  # tokens.Layout.to_json()
+    sha256: str  # of the original .npy bytes
     payload_len: int = 0
     payload_crc32: int = 0
-    npy_header: str | None = None  # hex of the original .npy header when np.save differs
+    shared: list[str] = field(default_factory=list)  # SHA-256 refs of the shared state it needs
+    inline: list[list[Any]] = field(default_factory=list)  # [sha256, length] of blobs stored here
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return int(self.layout["shape"][0])
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack(header: Header, payload: bytes) -> bytes:
+def pack(header: Header, payload: bytes, inline: dict[str, bytes] | None = None) -> bytes:
+    """Header + payload (+ shared blobs stored in this file, for a self-contained segment)."""
+    inline = inline or {}
+    header.inline = [[ref, len(inline[ref])] for ref in sorted(inline)]
     header.payload_len = len(payload)
     header.payload_crc32 = zlib.crc32(payload)
-    meta = json.dumps(header.__dict__, separators=(",", ":"), sort_keys=True).encode()
-    return _FIXED.pack(MAGIC, FORMAT_VERSION, len(meta)) + meta + payload
+    meta = json.dumps(asdict(header), separators=(",", ":"), sort_keys=True).encode()
+    blobs = b"".join(inline[ref] for ref in sorted(inline))
+    return _FIXED.pack(MAGIC, FORMAT_VERSION, len(meta), zlib.crc32(meta)) + meta + blobs + payload
 
 
-def unpack(data: bytes, path: str | Path | None = None) -> tuple[Header, bytes]:
-    if len(data) < _FIXED.size or data[:4] != MAGIC:
+def read_header(data: bytes, path: str | Path | None = None) -> tuple[Header, int]:
+    """The checked header and the offset where the inline blobs start."""
+    if len(data) < 4 or data[:4] != MAGIC:
         raise DrivelabError("not a drivelab vq file (bad magic)", path)
-    _, version, meta_len = _FIXED.unpack_from(data)
+    if len(data) < _FIXED.size:
+        raise DrivelabError("truncated file (header incomplete)", path)
+    _, version, meta_len, meta_crc = _FIXED.unpack_from(data)
     if version != FORMAT_VERSION:
-        raise DrivelabError(f"unsupported vq file format version {version}", path)
+        raise DrivelabError(f"unsupported vq file format version {version} (this drivelab reads "
+                            f"{FORMAT_VERSION})", path)
     end = _FIXED.size + meta_len
     if len(data) < end:
         raise DrivelabError("truncated file (header incomplete)", path)
+    meta = data[_FIXED.size : end]
+    if zlib.crc32(meta) != meta_crc:
+        raise DrivelabError("corrupted header (CRC-32 mismatch)", path)
     try:
-        fields = json.loads(data[_FIXED.size : end])
-        header = Header(**fields)
+        header = Header(**json.loads(meta))
     except (ValueError, TypeError) as e:
         raise DrivelabError(f"corrupted header ({e})", path) from None
-    payload = data[end:]
+    return header, end
+
+
+def unpack(data: bytes, path: str | Path | None = None) -> tuple[Header, bytes, dict[str, bytes]]:
+    """(header, payload, inline blobs by SHA-256), every length and checksum verified."""
+    header, off = read_header(data, path)
+    inline = {}
+    for ref, n in header.inline:
+        blob = data[off : off + int(n)]
+        if len(blob) < int(n):
+            raise DrivelabError("truncated file (inline shared state incomplete)", path)
+        if sha256(blob) != ref:
+            raise DrivelabError("corrupted inline shared state (SHA-256 mismatch)", path)
+        inline[ref] = blob
+        off += int(n)
+    payload = data[off:]
     if len(payload) < header.payload_len:
         raise DrivelabError(f"truncated file: payload has {len(payload)} of {header.payload_len} bytes", path)
     if len(payload) > header.payload_len:
         raise DrivelabError("trailing bytes after the payload", path)
     if zlib.crc32(payload) != header.payload_crc32:
         raise DrivelabError("corrupted payload (CRC-32 mismatch)", path)
-    return header, payload
+    return header, payload, inline
