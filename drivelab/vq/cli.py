@@ -172,11 +172,19 @@ def train_context_cmd(
     src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
     out: Path = typer.Option(Path("context_start.dlcs"), "--out", "-o", help="Starting state to write."),
     train_frames: str = typer.Option("", help="Use only frames a:b of every segment (e.g. 0:300)."),
+    model: Path | None = typer.Option(None, help="A `train-prior` network: learn a starting state for "
+                                      "the mix codec (mixing with it) instead of context."),
 ) -> None:
     """Learn the context model's starting state on token segments (mixers, APMs, count tables)."""
     from drivelab.io import write_bytes
     from drivelab.vq.cm import train_state
     from drivelab.vq.tokens import read_all
+
+    net = None
+    if model is not None:
+        from drivelab.vq.codecs.prior import network, network_blob
+
+        net = network(network_blob(model))
 
     segs = [s.flat for s in read_all(src)]
     if train_frames:
@@ -184,7 +192,7 @@ def train_context_cmd(
         segs = [s[a:b] for s in segs if len(s[a:b])]
     if not segs:
         raise DrivelabError("no frames to learn from")
-    blob, bits = train_state(segs)
+    blob, bits = train_state(segs, net)
     write_bytes(out, blob)
     typer.echo(f"{out}: {len(blob)} bytes, learnt on {sum(len(s) for s in segs)} frames "
                f"({bits:.3f} bits/token while learning)")

@@ -54,7 +54,7 @@ N_DIRECT = 2  # directly indexed counters (position x match state, change patter
 N_DENSE = 4  # count vectors over all 1024 tokens, fed to the tree as subtree counts
 N_EXT = 2  # external (neural) inputs: stretch(p) and a confidence-gated copy
 O_DENSE_IN = N_CTX + N_DIRECT
-O_EXT_IN = O_DENSE_IN + N_DENSE
+O_EXT_IN = O_DENSE_IN + 2 * N_DENSE
 N_IN = O_EXT_IN + N_EXT + 1  # + bias
 V = 1024
 G = 32  # a token's high nibble selects one of 32 groups of 32 tokens
@@ -66,7 +66,8 @@ D_GT = D_T + V * V
 D_P = D_GT + V * G
 D_GP = D_P + TOKENS_PER_FRAME * V
 DENSE_SIZE = D_GP + TOKENS_PER_FRAME * G
-MAX_ROWS = 8 + V  # rows summed into the count vectors of one token (T2 needs up to 1024)
+TT_ROWS = 64  # at most this many T rows make up the T @ T vector
+MAX_ROWS = 8 + V  # rows summed into the count vectors of one token
 # counters per context table: 2M x 2 bytes, zero-initialised so untouched pages cost nothing
 TABLE_BITS = 21
 N_MIX = 4  # first-layer mixers
@@ -140,6 +141,14 @@ ENCODE, DECODE = 0, 1
 USE_CM, USE_NN = 1, 2
 
 
+# mo (per-decision scratch) slots: N_MIX weight-set rows, N_MIX outputs, then single values
+M_ROWS = 0
+M_OUT = M_ROWS + N_MIX
+(M_S2, M_PM, M_APM_LO, M_APM_W, M_ACTX, M_D0, M_D1, M_FROW, M_PCM, M_PNN, M_NAPM_LO, M_NAPM_W, M_NACTX,
+ M_PNA, M_PF) = range(M_OUT + N_MIX, M_OUT + N_MIX + 15)
+N_MO = M_PF + 1
+
+
 def _layout() -> dict[str, tuple[int, int]]:
     # every int64 piece of model state and scratch lives in one flat array, so a call crosses
     # the Python->numba boundary with a handful of plain arrays (tuples are slow to type)
@@ -152,11 +161,11 @@ def _layout() -> dict[str, tuple[int, int]]:
         ("fw", FIN_SETS * N_FIN),
         ("napm", NN_APM_CTX * 33),
         ("st", N_IN),
-        ("mo", 32),
+        ("mo", N_MO),
         ("dt", N_DENSE * 64),
         ("rows", MAX_ROWS * 4),
         ("bases", N_CTX),
-        ("misc", 4),
+        ("misc", 4 + 65),
     ]
     out, off = {}, 0
     for name, size in parts:
@@ -175,12 +184,7 @@ O_DT, O_ROWS = LAYOUT["dt"][0], LAYOUT["rows"][0]
 # the part of ``mem`` that is learnt state (the rest is per-decision scratch)
 LEARNT = (O_MW, O_ST)
 MEM_SIZE = LAYOUT["total"][0]
-# mo (per-decision scratch) slots
-M_ROWS = 0  # N_MIX mixer weight-set rows
-M_OUT = M_ROWS + N_MIX  # N_MIX mixer outputs (stretch domain)
-M_S2, M_PM, M_APM_LO, M_APM_W, M_ACTX = M_OUT + N_MIX, M_OUT + N_MIX + 1, 11, 12, 13
-M_D0, M_D1, M_FROW, M_PCM, M_PNN = 14, 15, 16, 17, 18
-M_NAPM_LO, M_NAPM_W, M_NACTX, M_PNA, M_PF = 19, 20, 21, 22, 23
+
 
 
 def _apm_init(rows: int) -> np.ndarray:
@@ -331,9 +335,23 @@ def _dense_rows(x: np.ndarray, i: int, dense: np.ndarray, mem: np.ndarray) -> No
     n = _add_row(rows, n, 2, D_P + p * V, D_GP + p * G, 1)
     if p1 != NONE:
         o = D_T + p1 * V
+        # at most TT_ROWS rows, the heaviest: the cost per token stays bounded however dense T
+        # becomes over a long solid chain (exact while T[p1] has at most TT_ROWS partners)
+        hist = mem[O_MISC + 4 : O_MISC + 4 + 65]
+        hist[:] = 0
+        nz = 0
         for v in range(V):
             w = int(dense[o + v])
             if w != 0:
+                hist[min(w, 64)] += 1
+                nz += 1
+        thr = 1  # the smallest weight with at most TT_ROWS partners at or above it
+        while nz > TT_ROWS and thr < 64:
+            nz -= hist[thr]
+            thr += 1
+        for v in range(V):
+            w = int(dense[o + v])
+            if w >= thr:
                 n = _add_row(rows, n, 3, D_T + v * V, D_GT + v * G, w)
                 diag += w * w  # (T @ T)[p1, p1] = sum_v T[p1, v]^2 since T is symmetric
     mem[O_MISC] = n
@@ -413,7 +431,7 @@ def _predict(i, nib, node, depth, m, s_nn, tab, mem, ctx):
     """The context model's 16-bit probability that the next bit at ``node`` is 1 (mixers + APM);
     ``s_nn`` is the network's stretched probability (0 without one)."""
     st = mem[O_ST : O_ST + N_IN]
-    mo = mem[O_MO : O_MO + 32]
+    mo = mem[O_MO : O_MO + N_MO]
     mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
     mw2 = mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX].reshape(N_MIX2, N_MIX)
     apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
@@ -431,6 +449,9 @@ def _predict(i, nib, node, depth, m, s_nn, tab, mem, ctx):
         # Krichevsky-Trofimov estimate of the next bit from the subtree counts
         q = ((2 * dt[k, 2 * node + 1] + 1) * 4096) // (2 * dt[k, node] + 2)
         st[O_DENSE_IN + k] = STRETCH[_clamp(q, 1, 4095)]
+        # a sharper estimate too (pseudo-count 1/8): the mixer weighs the two by how much data there is
+        q = ((8 * dt[k, 2 * node + 1] + 1) * 4096) // (8 * dt[k, node] + 2)
+        st[O_DENSE_IN + N_DENSE + k] = STRETCH[_clamp(q, 1, 4095)]
     st[O_EXT_IN] = s_nn
     st[O_EXT_IN + 1] = s_nn if m == 0 else 0  # where the previous frame's token no longer fits
     st[N_IN - 1] = 256
@@ -476,7 +497,7 @@ def _adapt(v: int, n: int, y: int) -> int:
 def _update(y, nib, node, tab, mem, params):
     limit, lr1, lr2, ashift, dlimit = params[0], params[1], params[2], params[3], params[4]
     st = mem[O_ST : O_ST + N_IN]
-    mo = mem[O_MO : O_MO + 32]
+    mo = mem[O_MO : O_MO + N_MO]
     mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
     mw2 = mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX].reshape(N_MIX2, N_MIX)
     apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
@@ -527,7 +548,7 @@ def _final(p_cm, p_nn16, level, m, mem, flags):
         return p_cm
     if flags & USE_CM == 0:
         return _clamp(p_nn16, P_MIN, P_MAX)
-    mo = mem[O_MO : O_MO + 32]
+    mo = mem[O_MO : O_MO + N_MO]
     fw = mem[O_FW : O_FW + FIN_SETS * N_FIN].reshape(FIN_SETS, N_FIN)
     napm = mem[O_NAPM : O_NAPM + NN_APM_CTX * 33].reshape(NN_APM_CTX, 33)
     s_nn = STRETCH[_clamp(p_nn16 >> 4, 1, 4095)]
@@ -553,7 +574,7 @@ def _final(p_cm, p_nn16, level, m, mem, flags):
 def _final_update(y, mem, params, flags):
     if flags & USE_NN == 0 or flags & USE_CM == 0:
         return
-    mo = mem[O_MO : O_MO + 32]
+    mo = mem[O_MO : O_MO + N_MO]
     fw = mem[O_FW : O_FW + FIN_SETS * N_FIN].reshape(FIN_SETS, N_FIN)
     napm = mem[O_NAPM : O_NAPM + NN_APM_CTX * 33].reshape(NN_APM_CTX, 33)
     row = mo[M_FROW]
@@ -632,11 +653,14 @@ def finish(io: np.ndarray, buf: np.ndarray) -> bytes:
 
 
 @njit(cache=True)
-def code(x, n, mode, flags, io, buf, tab, cnt, mem, ctx, dense, params, nn_w, nn_off, nn_cfg, cum, frame_acc):
+def code(x, n, mode, flags, io, buf, tab, cnt, mem, ctx, dense, params, nn_w, nn_off, nn_cfg, cum, frame_acc,
+         cost):
     """Encode (``mode`` 0: ``x`` holds the tokens) or decode (1: fills ``x``) ``n`` tokens.
 
     ``flags``: USE_CM (context model) and/or USE_NN (network ``nn_*``, drivelab.vq.nprior).
-    The model state arrays carry over from call to call (solid mode)."""
+    The model state arrays carry over from call to call (solid mode). With ``cost`` as long as
+    ``x`` it receives each token's ideal code length in bits (for analysis; coding ignores it)."""
+    track = cost.shape[0] == n
     for i in range(n):
         if flags & USE_CM:
             if i > 0:
@@ -677,6 +701,8 @@ def code(x, n, mode, flags, io, buf, tab, cnt, mem, ctx, dense, params, nn_w, nn
                     _enc_bit(io, buf, y, pr)
                 else:
                     y = _dec_bit(io, buf, pr)
+                if track:
+                    cost[i] -= np.log2((pr if y else 65536 - pr) / 65536.0)
                 if flags & USE_CM:
                     _update(y, nib, node, tab, mem, params)
                 _final_update(y, mem, params, flags)
@@ -689,14 +715,15 @@ def code(x, n, mode, flags, io, buf, tab, cnt, mem, ctx, dense, params, nn_w, nn
 
 
 def run(x: np.ndarray, mode: int, flags: int, state: tuple[np.ndarray, ...], payload: bytes | None = None,
-        net: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, bytes]:
+        net: tuple[np.ndarray, ...] | None = None, cost: np.ndarray | None = None
+        ) -> tuple[np.ndarray, bytes]:
     """Code the flat int16 tokens ``x`` (decoding: a zero array to fill) with ``state``; returns
-    (x, payload)."""
+    (x, payload). ``cost`` (float64, len(x), zeros): filled with per-token code lengths."""
     n = x.shape[0]
     io, buf = new_coder(mode, payload, n)
     if net is None:
         net = empty_network()
-    code(x, n, mode, flags, io, buf, *state, PARAMS, *net)
+    code(x, n, mode, flags, io, buf, *state, PARAMS, *net, np.zeros(1) if cost is None else cost)
     return x, (finish(io, buf) if mode == ENCODE else b"")
 
 
@@ -748,14 +775,16 @@ def load_state(blob: bytes, path: object = None) -> tuple[np.ndarray, ...]:
     return state
 
 
-def train_state(segments: list[np.ndarray]) -> tuple[bytes, float]:
+def train_state(segments: list[np.ndarray], net: tuple[np.ndarray, ...] | None = None) -> tuple[bytes, float]:
     """Run the model over ``segments`` (each (frames, 128)) in order, as one solid chain, and
-    return the learnt starting state and the bits/token spent while learning."""
+    return the learnt starting state and the bits/token spent while learning. With ``net`` (the
+    prior network's arrays) the state is learnt mixing with it: a starting state for ``mix``."""
     state = new_state()
     bits = tokens = 0
+    flags = USE_CM | (USE_NN if net is not None else 0)
     for seg in segments:
         x = np.ascontiguousarray(np.asarray(seg).reshape(-1), dtype=np.int16)
-        _, payload = run(x, ENCODE, USE_CM, state)
+        _, payload = run(x, ENCODE, flags, state, net=net)
         bits += 8 * len(payload)
         tokens += x.size
     return state_bytes(state), bits / max(tokens, 1)

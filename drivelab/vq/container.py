@@ -1,7 +1,10 @@
 """The compressed-segment format shared by every codec (``.dlvq``).
 
-    b"DLVQ" | u8 format version | u32 header length | u32 header CRC-32 | header (JSON)
+    b"DLVQ" | u8 format version | u32 header length | u32 header CRC-32 | header
             | inline shared blobs | payload
+
+The header is JSON without its default-valued fields, raw-deflated against a preset dictionary
+of typical header text (~130 bytes instead of ~350: it is paid once per segment).
 
 The header records the segment's name, the codec and its version, the layout that rebuilds
 the original .npy bytes (shape, dtype, order, exact .npy header), the SHA-256 of those bytes,
@@ -47,6 +50,34 @@ class Header:
         return int(self.layout["shape"][0])
 
 
+# deflate's preset dictionary: the text a header usually holds (changing it changes the format)
+_ZDICT = (b'{"codec":"context","codec_version":3,"extra":{"model":3,"table_bits":21,"network":1,"shared":'
+          b'{"start":"","network":""},"solid":[0,0]},"inline":[["",0]],"layout":{"dtype":"<i2","fortran":'
+          b'true,"npy_header":"","shape":[1200,8,16]},"name":".token.npy","payload_crc32":0,"payload_len":0,'
+          b'"sha256":"","shared":[""]}')
+_DEFAULTS = {"payload_len": 0, "payload_crc32": 0, "shared": [], "inline": [], "extra": {}}
+_LAYOUT_DEFAULTS = {"fortran": False, "npy_header": None}
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return c.compress(data) + c.flush()
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj(-15, _ZDICT)
+    out = d.decompress(data) + d.flush()
+    if not d.eof or d.unused_data:
+        raise ValueError("header is not one complete deflate stream")
+    return out
+
+
+def _compact(header: Header) -> dict[str, Any]:
+    d = {k: v for k, v in asdict(header).items() if _DEFAULTS.get(k, object()) != v}
+    d["layout"] = {k: v for k, v in header.layout.items() if _LAYOUT_DEFAULTS.get(k, object()) != v}
+    return d
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -57,7 +88,7 @@ def pack(header: Header, payload: bytes, inline: dict[str, bytes] | None = None)
     header.inline = [[ref, len(inline[ref])] for ref in sorted(inline)]
     header.payload_len = len(payload)
     header.payload_crc32 = zlib.crc32(payload)
-    meta = json.dumps(asdict(header), separators=(",", ":"), sort_keys=True).encode()
+    meta = _deflate(json.dumps(_compact(header), separators=(",", ":"), sort_keys=True).encode())
     blobs = b"".join(inline[ref] for ref in sorted(inline))
     return _FIXED.pack(MAGIC, FORMAT_VERSION, len(meta), zlib.crc32(meta)) + meta + blobs + payload
 
@@ -79,8 +110,10 @@ def read_header(data: bytes, path: str | Path | None = None) -> tuple[Header, in
     if zlib.crc32(meta) != meta_crc:
         raise DrivelabError("corrupted header (CRC-32 mismatch)", path)
     try:
-        header = Header(**json.loads(meta))
-    except (ValueError, TypeError) as e:
+        fields = json.loads(_inflate(meta))
+        fields["layout"] = {**_LAYOUT_DEFAULTS, **fields["layout"]}
+        header = Header(**{**_DEFAULTS, **fields})
+    except (ValueError, TypeError, KeyError, zlib.error) as e:
         raise DrivelabError(f"corrupted header ({e})", path) from None
     return header, end
 
