@@ -76,7 +76,7 @@ MIX_SETS = (64, 256, 480, 2 * 5 * 8 * 8)
 N_MIX2 = 64  # second-layer weight sets (node)
 APM_CTX = 2 * 3 * 16 * 5  # nibble x match state x change pattern x depth
 N_FIN = 4  # final mixer inputs: context model, network, network APM, bias
-FIN_SETS = 10 * 3 * 8  # final mixer weight sets: decision depth x match state x network confidence
+FIN_SETS = 10 * 3 * 8 * 4  # final mixer weight sets: depth x match state x network and model confidence
 NN_APM_CTX = 10 * 3  # network APM: decision depth x match state
 DIRECT_SIZE = (TOKENS_PER_FRAME * 2 * 32 * 3, 16 * 2 * 32 * 3)
 P_MIN, P_MAX = 32, 65536 - 32  # 16-bit probabilities handed to the coder (at most 11 bits a decision)
@@ -557,7 +557,7 @@ def _final(p_cm, p_nn16, level, m, mem, flags):
     pna = _apm_read(napm, nctx, s_nn, mo, M_NAPM_LO, M_NAPM_W)
     s_na = STRETCH[_clamp(pna >> 4, 1, 4095)]
     conf = abs(s_nn) >> 8  # 0..7
-    row = (level * 3 + m) * 8 + conf
+    row = ((level * 3 + m) * 8 + conf) * 4 + min(3, abs(s_cm) >> 9)
     dot = s_cm * fw[row, 0] + s_nn * fw[row, 1] + s_na * fw[row, 2] + 256 * fw[row, 3]
     s = _clamp(dot >> 16, -2047, 2047)
     mo[M_FROW] = row
