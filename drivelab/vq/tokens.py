@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,35 +178,47 @@ def iter_shard(src: Path) -> Iterator[Segment]:
     """Token segments of a tar shard, as the commaVQ Hugging Face dataset stores them.
 
     Members are grouped by key; ``KEY.token.npy`` is the segment, ``KEY.json``'s ``file_name``
-    its name (the member's own file name when there is no json); poses are skipped."""
+    its name (the member's own file name when there is no json); poses are skipped. The shard is
+    read once, front to back (a gzip stream cannot seek back cheaply), in its own order: the
+    WebDataset convention keeps a key's files next to each other."""
+    key: str | None = None
+    parts: dict[str, tuple[str, bytes]] = {}
     try:
-        with tarfile.open(src) as tar:
-            groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-            for member in tar.getmembers():
-                if member.isfile():
-                    key, ext = _split_key(member.name)
-                    groups.setdefault(key, {})[ext] = member
-            for key in sorted(groups):
-                parts = groups[key]
-                if TOKEN_EXT not in parts:
+        with tarfile.open(src, "r|*") as tar:
+            for member in tar:
+                if not member.isfile():
                     continue
-                member = parts[TOKEN_EXT]
-                where = f"{src}:{member.name}"
-                name = member.name.rpartition("/")[2]
-                if "json" in parts:
-                    meta_file = tar.extractfile(parts["json"])
-                    assert meta_file is not None
-                    try:
-                        meta = json.loads(meta_file.read())
-                    except ValueError as e:
-                        raise DrivelabError(f"unreadable json ({e})", f"{src}:{parts['json'].name}") from None
-                    if isinstance(meta, dict) and "file_name" in meta:
-                        name = str(meta["file_name"])
+                k, ext = _split_key(member.name)
+                if ext not in (TOKEN_EXT, "json"):
+                    continue
+                if k != key:
+                    if key is not None:
+                        yield from _shard_sample(src, parts)
+                    key, parts = k, {}
                 f = tar.extractfile(member)
                 assert f is not None
-                yield parse_npy(f.read(), check_name(name, where), where)
-    except (tarfile.TarError, EOFError, OSError) as e:  # gzip errors surface as OSError/EOFError
+                parts[ext] = (member.name, f.read())
+            if key is not None:
+                yield from _shard_sample(src, parts)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # gzip errors surface as OSError
         raise DrivelabError(f"unreadable tar shard ({e})", src) from None
+
+
+def _shard_sample(src: Path, parts: dict[str, tuple[str, bytes]]) -> Iterator[Segment]:
+    if TOKEN_EXT not in parts:
+        return
+    member, raw = parts[TOKEN_EXT]
+    where = f"{src}:{member}"
+    name = member.rpartition("/")[2]
+    if "json" in parts:
+        json_member, text = parts["json"]
+        try:
+            meta = json.loads(text)
+        except ValueError as e:
+            raise DrivelabError(f"unreadable json ({e})", f"{src}:{json_member}") from None
+        if isinstance(meta, dict) and "file_name" in meta:
+            name = str(meta["file_name"])
+    yield parse_npy(raw, check_name(name, where), where)
 
 
 def iter_segments(src: str | Path) -> Iterator[Segment]:
