@@ -313,7 +313,7 @@ def decompress_many(sources: Iterable[str | Path], out: str | Path, workers: int
     names: list[str] = []
     pool = None
     try:
-        if any(it.header.codec != "lzma" for it in items) and workers > 1:
+        if workers > 1 and any(it.header.codec in ("context", "prior", "mix") for it in items):
             warm_up()
         tasks = [(g, store, staging) for g in groups]
         if workers <= 1 or len(tasks) <= 1:

@@ -56,21 +56,15 @@ CORE_SOURCES = (
     "drivelab/vq/__init__.py",
     "drivelab/vq/api.py",
     "drivelab/vq/archive.py",
-    "drivelab/vq/cm.py",
     "drivelab/vq/container.py",
-    "drivelab/vq/nprior.py",
     "drivelab/vq/store.py",
     "drivelab/vq/tokens.py",
     "drivelab/vq/codecs/__init__.py",
 )
-# what else each codec's decoder imports (each file counts against the rate)
-CODEC_SOURCES = {
-    "lzma": ("drivelab/vq/codecs/lzma_codec.py",),
-    "context": ("drivelab/vq/codecs/context.py",),
-    "prior": ("drivelab/vq/codecs/context.py", "drivelab/vq/codecs/prior.py"),
-    "mix": ("drivelab/vq/codecs/context.py", "drivelab/vq/codecs/prior.py", "drivelab/vq/codecs/mix.py"),
-    "gpt": ("drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py", "drivelab/vq/codecs/weights.py"),
-}
+# what else each codec's decoder imports comes from its module's SOURCES (each file counts against
+# the rate); this is the fallback for a codec module that does not say
+DEFAULT_SOURCES = {"gpt": ("drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py",
+                           "drivelab/vq/codecs/weights.py")}
 # drivelab/io.py imports PIL at module level, so pillow is needed wherever it is shipped
 CORE_REQUIREMENTS = ("numpy", "pillow")
 # distributions a requirement brings whose version must be pinned with it
@@ -176,7 +170,7 @@ def write_submission(out: str | Path, segments: list[Segment], codec: str, worke
         written = writer.close()
         zf.writestr("decompress.py", decompress_script([codec]), compress_type=zipfile.ZIP_DEFLATED,
                     compresslevel=9)
-        for rel in (*CORE_SOURCES, *CODEC_SOURCES.get(codec, ())):
+        for rel in dict.fromkeys((*CORE_SOURCES, *codecs.sources(codec, DEFAULT_SOURCES.get(codec, ())))):
             zf.write(root / rel, rel, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
     written.bytes = out.stat().st_size
     return written

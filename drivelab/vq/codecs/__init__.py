@@ -19,7 +19,9 @@ accepts them (so a codec opts in by naming them):
 * ``progress`` (decode): a callable taking a number of decoded tokens.
 
 ``REQUIREMENTS``: the PyPI distributions its decoder imports; a challenge zip pins their exact
-versions. A codec that needs none beyond numpy says ``("numpy",)``.
+versions. A codec that needs none beyond numpy says ``("numpy",)``. ``SOURCES``: the drivelab
+files (repository-relative) its decoder imports beyond the core ones
+(``drivelab.vq.submission.CORE_SOURCES``); a challenge zip ships them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def accepted(fn: Any, **kwargs: Any) -> dict[str, Any]:
 
 def solid(name: str) -> bool:
     return bool(getattr(module(name), "SOLID", False))
+
+
+def sources(name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(getattr(module(name), "SOURCES", default))
 
 
 def requirements(name: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from drivelab.vq.store import SharedStore
 
 SOLID = True
 REQUIREMENTS = ("numpy", "numba")
+SOURCES = ("drivelab/vq/cm.py", "drivelab/vq/nprior.py", "drivelab/vq/codecs/context.py")
 FLAGS = cm.USE_CM
 
 

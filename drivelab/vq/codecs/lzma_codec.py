@@ -10,6 +10,7 @@ import numpy as np
 from drivelab.errors import DrivelabError
 
 REQUIREMENTS = ("numpy",)
+SOURCES = ("drivelab/vq/codecs/lzma_codec.py",)
 
 
 def encode(tokens: np.ndarray, **_: Any) -> tuple[bytes, dict[str, Any]]:

@@ -23,6 +23,7 @@ from drivelab.vq.store import SharedStore
 
 SOLID = True
 REQUIREMENTS = ("numpy", "numba")
+SOURCES = (*prior.SOURCES, "drivelab/vq/codecs/mix.py")
 FLAGS = cm.USE_CM | cm.USE_NN
 
 

@@ -18,6 +18,8 @@ from drivelab.vq import cm, nprior
 from drivelab.vq.store import SharedStore
 
 REQUIREMENTS = ("numpy", "numba")
+SOURCES = ("drivelab/vq/cm.py", "drivelab/vq/nprior.py", "drivelab/vq/codecs/context.py",
+           "drivelab/vq/codecs/prior.py")
 FLAGS = cm.USE_NN
 _LOADED: dict[str, tuple[np.ndarray, ...]] = {}  # network tables by SHA-256, built once per process
 
