@@ -83,6 +83,19 @@ def check_cuda_against_cpu(device: torch.device, size: tuple[int, int], smoke: b
 
 
 # --------------------------------------------------------------------------- rows
+def _train_step(task, net, opt, amp: bool, batch, device: torch.device):
+    """One optimizer step of drivelab's semantic loss (CE + dice), as a closure to time."""
+    def step() -> None:
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        with ctx:
+            loss = task.loss(net, batch, device)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def train_rows(device: torch.device, size: tuple[int, int], batch: int, smoke: bool, budget: float) -> list:
     from types import SimpleNamespace
 
@@ -107,15 +120,7 @@ def train_rows(device: torch.device, size: tuple[int, int], batch: int, smoke: b
             model = model.to(memory_format=torch.channels_last)
         net = torch.compile(model) if compiled else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step() -> None:
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-            with ctx:
-                loss = task.loss(net, (images, masks), device)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+        step = _train_step(task, net, opt, amp, (images, masks), device)
         sec = timed(step, device, warmup=3 if compiled else 2, iters=20, budget_s=budget)
         rows.append((f"train U-Net EffNet-B4 {size[0]}x{size[1]} batch {batch}", label, batch / sec, "img/s"))
         del model, net, opt

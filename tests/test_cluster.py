@@ -76,11 +76,10 @@ def test_predict_and_evaluate_on_ray_equal_the_local_run(tiny_run, local_ray, tm
     b = evaluate(run, data, tmp_path / "ev_ray", split="all", batch=4, device="cpu", progress=False,
                  ray=local_ray)
     assert a["miou"] == b["miou"] and a["ce"] == b["ce"] and a["iou"] == b["iou"]
-    for name in ("per_image.parquet", "confusion.csv"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ev_local" / name) if name.endswith("parquet")
-                                      else pd.read_csv(tmp_path / "ev_local" / name),
-                                      pd.read_parquet(tmp_path / "ev_ray" / name) if name.endswith("parquet")
-                                      else pd.read_csv(tmp_path / "ev_ray" / name))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ev_local" / "per_image.parquet"),
+                                  pd.read_parquet(tmp_path / "ev_ray" / "per_image.parquet"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ev_local" / "confusion.csv"),
+                                  pd.read_csv(tmp_path / "ev_ray" / "confusion.csv"))
     c = evaluate(tmp_path / "ray", data, tmp_path / "ev_pred", split="all", ray=local_ray, progress=False)
     assert np.isclose(c["miou"], a["miou"], atol=1e-12)
 

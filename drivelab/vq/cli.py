@@ -13,132 +13,125 @@ from drivelab.errors import DrivelabError
 
 app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
 
-CODEC_HELP = ("Codec: lzma (challenge baseline), context (adaptive context mixing), gpt (GPT prior), "
-              "prior (small neighbourhood predictor adapted while coding).")
-
-
-def _options(codec: str, model: Path | None, context: int, embed: bool, stride: int = 0,
-             device: str = "auto") -> dict:
-    if codec == "gpt":
-        return {"model_path": model, "context": context, "stride": stride, "embed": embed, "device": device}
-    if codec == "prior":
-        return {"model_path": model, "embed": embed}
-    return {}
+CODEC_HELP = ("Codec: lzma (challenge baseline), context (adaptive context mixing), prior (trained "
+              "neighbourhood network, integer arithmetic), mix (prior network + context model mixed while "
+              "coding), gpt (GPT prior).")
+MODEL_HELP = ("prior / mix: network checkpoint from `drivelab vq train-prior`; gpt: checkpoint from "
+              "`drivelab vq train`.")
+START_HELP = "context / mix: trained starting state from `drivelab vq train-context` (shipped once)."
+SOURCES_HELP = "Token segments: .npy files, folders of them, tar shards (the dataset's data-XXXX.tar.gz)."
 
 
 CONTEXT_HELP = "gpt codec: frames per window, context + coded (0 = the model's window; gpt2m: 20)."
 STRIDE_HELP = "gpt codec: frames coded per window after the first (0 = window / 4; gpt2m: 5)."
-DEVICE_HELP = "gpt codec: auto (cuda when available, else cpu), cuda or cpu."
+GPT_MODEL_HELP = ("gpt codec: comma's gpt2m (pytorch_model.bin, model.safetensors or their folder) or a "
+                  "`drivelab vq train` checkpoint. ")
+
+
+def _options(codec: str, model: Path | None, context: int, embed: bool, start: Path | None = None,
+             stride: int = 0, device: str = "auto", batch: int = 16) -> dict:
+    if start is not None and codec not in ("context", "mix"):
+        raise DrivelabError(f"--start applies to the context and mix codecs, not {codec}")
+    if codec == "gpt":
+        if batch < 1:
+            raise DrivelabError("--batch must be at least 1")
+        return {"model_path": model, "context": context, "stride": stride, "embed": embed, "device": device,
+                "batch": batch}
+    if model is not None and codec not in ("prior", "mix"):
+        raise DrivelabError(f"--model applies to the prior, mix and gpt codecs, not {codec}")
+    if codec in ("prior", "mix"):
+        return {"model": model, **({"start": start} if codec == "mix" else {})}
+    if codec == "context":
+        return {"start": start}
+    return {}
+
+
+def _progress(total: int, description: str):
+    """A rich progress bar on stderr; returns (context manager, advance callback)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=True)
+    task = bar.add_task(description, total=total)
+    return bar, lambda n: bar.advance(task, n)
+
+
+def _write_json(path: Path | None, obj: dict) -> None:
+    if path is not None:
+        from drivelab.io import write_json
+
+        write_json(path, obj)
 
 
 @app.command()
 def compress(
-    src: Path = typer.Argument(..., help="A token segment (.npy), a folder of them, or a .tar shard."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file (one segment) or folder (many)."),
+    src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="A .dlvq file (one .npy segment) or archive folder."),
     codec: str = typer.Option("context", help=CODEC_HELP),
-    model: Path | None = typer.Option(None, help="gpt codec: comma's gpt2m (pytorch_model.bin, "
-                                   "model.safetensors or their folder) or a `drivelab vq train` checkpoint; "
-                                   "prior codec: a `drivelab vq train-prior` checkpoint."),
+    model: Path | None = typer.Option(None, help=GPT_MODEL_HELP + MODEL_HELP),
+    start: Path | None = typer.Option(None, help=START_HELP),
     context: int = typer.Option(0, help=CONTEXT_HELP),
     stride: int = typer.Option(0, help=STRIDE_HELP),
     batch: int = typer.Option(16, "--batch", help="gpt codec: segments coded together in one batch."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    embed: bool = typer.Option(True, help="gpt / prior codec: store the (fp16) weights in the file."),
-    shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of a folder (i/n), for clusters."),
-    workers: int = typer.Option(1, help="Processes to compress segments in parallel (not gpt: it batches)."),
+    device: str = typer.Option("auto", "--device", help="gpt codec: auto (cuda when available, else cpu), "
+                               "cuda or cpu."),
+    embed: bool = typer.Option(True, help="Store shared state (weights, starting state) in the output; "
+                               "--no-embed leaves it out (decompress then needs --model FILE)."),
+    solid: bool = typer.Option(False, help="Carry the model across segments (one chain per worker)."),
+    shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of the sources (i/n), for SLURM arrays "
+                              "and other schedulers."),
+    workers: int = typer.Option(1, "--workers", help="Processes (solid: chains) coding segments in "
+                                "parallel."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write sizes and rates here as JSON."),
 ) -> None:
-    """Losslessly compress token segments into drivelab .dlvq files."""
-    from rich.progress import track
-
+    """Losslessly compress token segments into a .dlvq file or an archive folder."""
     from drivelab.io import write_bytes
     from drivelab.vq import api
-    from drivelab.vq.submission import compress_many, parse_shard
-    from drivelab.vq.tokens import SUFFIX, iter_segments, read_segment
+    from drivelab.vq.archive import compress_to_folder, prepare_options
+    from drivelab.vq.submission import parse_shard
+    from drivelab.vq.tokens import SUFFIX, read_all
 
-    opts = _options(codec, model, context, embed, stride, device)
-    if src.is_file() and src.suffix == SUFFIX:
-        seg = read_segment(src)
-        data = api.compress(seg, codec, **opts)
+    opts = _options(codec, model, context, embed, start, stride, device, batch)
+    if len(src) == 1 and src[0].is_file() and src[0].suffix == SUFFIX and out.suffix == ".dlvq":
+        seg = read_all(src)[0]
+        single = {k: v for k, v in opts.items() if k != "batch"}
+        data = api.compress(seg, codec, inline=embed, **prepare_options(codec, single))
         write_bytes(out, data)
         rate = seg.tokens.size * 1.25 / len(data)
-        typer.echo(f"{src} -> {out}: {len(seg.raw)} -> {len(data)} bytes, rate {rate:.3f}")
+        _write_json(json_out, {"segments": 1, "bytes": len(data), "tokens": int(seg.tokens.size),
+                               "rate": rate})
+        typer.echo(f"{src[0]} -> {out}: {len(seg.raw)} -> {len(data)} bytes, rate {rate:.3f}")
         return
     i, n = parse_shard(shard)
-    segs = [s for k, s in enumerate(iter_segments(src)) if k % n == i]
-    total = 0
-    if codec == "gpt":
-        total = _compress_gpt(segs, out, batch, opts)
-    else:
-        for name, data in track(
-            compress_many(segs, codec, workers, opts), total=len(segs), description="compress"
-        ):
-            write_bytes(out / f"{name}.dlvq", data)
-            total += len(data)
-    total_tok = sum(s.tokens.size for s in segs)
-    typer.echo(f"{len(segs)} segments -> {out}: {total} bytes, rate {total_tok * 1.25 / max(total, 1):.3f}")
-
-
-def _compress_gpt(segs: list, out: Path, batch: int, opts: dict) -> int:
-    """Code ``segs`` in batches of ``batch`` (one forward pass serves a whole batch)."""
-    from rich.progress import Progress
-
-    from drivelab.io import write_bytes
-    from drivelab.vq import api
-
-    if batch < 1:
-        raise DrivelabError("--batch must be at least 1")
-    total = 0
-    with Progress(transient=True) as bar:
-        task = bar.add_task("compress (gpt)", total=sum(s.tokens.size for s in segs))
-        for k in range(0, len(segs), batch):
-            group = segs[k : k + batch]
-            coded = api.compress_batch(group, "gpt", progress=lambda n: bar.advance(task, n), **opts)
-            for seg, data in zip(group, coded, strict=True):
-                write_bytes(out / f"{seg.name}.dlvq", data)
-                total += len(data)
-    return total
+    segs = [s for k, s in enumerate(read_all(src)) if k % n == i]
+    if not segs:
+        raise DrivelabError(f"no segments in shard {shard}")
+    bar, advance = _progress(len(segs), "compress")
+    with bar:
+        w = compress_to_folder(segs, out, codec, workers, solid, embed, opts, advance)
+    rate = w.tokens * 1.25 / max(w.bytes, 1)
+    _write_json(json_out, {"segments": w.segments, "bytes": w.bytes, "tokens": w.tokens, "rate": rate,
+                           "sizes": w.sizes})
+    typer.echo(f"{w.segments} segments -> {out}: {w.bytes} bytes, rate {rate:.3f}")
 
 
 @app.command()
 def decompress(
-    src: Path = typer.Argument(..., help="A .dlvq file or a folder of them."),
+    src: list[Path] = typer.Argument(..., help="Archive folders and/or .dlvq files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the restored .npy segments."),
-    model: Path | None = typer.Option(None, help="gpt codec: the external weights the archive was coded with "
-                                   "(checked by SHA-256)."),
-    device: str = typer.Option("auto", help="gpt codec: auto (where it was coded), cuda or cpu."),
+    model: list[Path] = typer.Option([], help="Shared state left out with --no-embed (weights, starting "
+                                     "state; gpt: the weights file the archive names); checked by SHA-256. "
+                                     "Repeatable."),
+    device: str = typer.Option("auto", "--device", help="gpt codec: auto (where it was coded), cuda or "
+                               "cpu."),
+    workers: int = typer.Option(1, "--workers", help="Processes (independent segments or solid chains in "
+                                "parallel)."),
 ) -> None:
-    """Restore the original .npy segments byte for byte (the checksum is verified)."""
-    from rich.progress import track
+    """Restore the original .npy segments byte for byte (checksums verified; nothing written on failure)."""
+    from drivelab.vq.archive import decompress_many
 
-    from drivelab.vq import api
-    from drivelab.vq.tokens import write_segment
-
-    if src.is_dir():
-        files = sorted(src.rglob("*.dlvq"))
-        if not files:
-            raise DrivelabError("no .dlvq files in this folder", src)
-    elif src.is_file():
-        files = [src]
-    else:
-        raise DrivelabError("not found", src)
-    # gpt files coded in one batch decode together: one forward pass serves every member
-    groups: dict[str | None, list[tuple[bytes, Path]]] = {}
-    singles = []
-    for f in files:
-        data = f.read_bytes()
-        key = api.batch_key(data, f)
-        if key is None:
-            singles.append((data, f))
-        else:
-            groups.setdefault(key, []).append((data, f))
-    opts = {"model": model, "device": device}
-    for data, f in track(singles, description="decompress", disable=not singles):
-        seg = api.decompress(data, f, **opts)
-        write_segment(out / seg.name, seg)
-    for items in track(list(groups.values()), description="decompress (gpt batches)", disable=not groups):
-        for seg in api.decompress_batch(items, **opts):
-            write_segment(out / seg.name, seg)
-    typer.echo(f"restored {len(files)} segment(s) into {out}")
+    names = decompress_many(src, out, workers, model, device=device)
+    typer.echo(f"restored {len(names)} segment(s) into {out}")
 
 
 @app.command()
@@ -153,42 +146,77 @@ def info(src: Path = typer.Argument(..., help="A .dlvq file.")) -> None:
 
 @app.command()
 def submission(
-    tokens_dir: Path = typer.Argument(..., help="Folder (or .tar shard) of token segments to compress."),
+    src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
     out: Path = typer.Option(Path("submission.zip"), "--out", "-o", help="The zip to write."),
     codec: str = typer.Option("context", help=CODEC_HELP),
-    model: Path | None = typer.Option(None, help="gpt / prior codec: checkpoint from `drivelab vq train` / "
-                                   "`drivelab vq train-prior`."),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
+    start: Path | None = typer.Option(None, help=START_HELP),
     context: int = typer.Option(0, help=CONTEXT_HELP),
-    workers: int = typer.Option(1, help="Processes to compress segments in parallel."),
+    solid: bool = typer.Option(False, help="Carry the model across segments (one chain per worker)."),
+    workers: int = typer.Option(1, help="Processes (solid: chains) coding segments in parallel."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write sizes and the rate here as JSON."),
 ) -> None:
-    """Write the zip comma's compression-challenge evaluator expects (data + decompress.py)."""
-    from rich.progress import track
+    """Write the zip comma's compression-challenge evaluator expects (archive + decompress.py + decoder)."""
+    from drivelab.vq.submission import write_submission
+    from drivelab.vq.tokens import read_all
 
-    from drivelab.vq.submission import compress_many, write_submission
-    from drivelab.vq.tokens import iter_segments
-
-    segs = list(iter_segments(tokens_dir))
-    items = track(
-        compress_many(segs, codec, workers, _options(codec, model, context, True)),
-        total=len(segs),
-        description="compress",
-    )
-    size = write_submission(out, items)
-    tokens = sum(s.tokens.size for s in segs)
-    typer.echo(f"{out}: {len(segs)} segments, {size} bytes, rate {tokens * 1.25 / size:.3f}")
+    segs = read_all(src)
+    bar, advance = _progress(len(segs), "compress")
+    with bar:
+        w = write_submission(out, segs, codec, workers, solid, _options(codec, model, context, True, start),
+                             advance)
+    rate = w.tokens * 1.25 / w.bytes
+    _write_json(json_out, {"segments": w.segments, "zip_bytes": w.bytes, "tokens": w.tokens, "rate": rate})
+    typer.echo(f"{out}: {w.segments} segments, {w.bytes} bytes, rate {rate:.3f}")
 
 
 @app.command()
 def evaluate(
     zip_path: Path = typer.Argument(..., help="submission.zip"),
-    tokens_dir: Path = typer.Argument(..., help="The original token segments."),
-    workers: int = typer.Option(1, help="Processes for decompress.py."),
+    src: list[Path] = typer.Argument(..., help="The original segments: .npy files, folders, tar shards."),
+    workers: int = typer.Option(1, help="WORKERS for decompress.py."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result here as JSON."),
 ) -> None:
-    """Reproduce comma's evaluation: restore, compare exactly, print the rate."""
+    """comma's evaluate.sh in a fresh venv: unzip, OUTPUT_DIR=... python decompress.py, compare, rate."""
+    import sys
+
     from drivelab.vq.submission import evaluate as run
 
-    r = run(zip_path, tokens_dir, workers)
-    typer.echo(f"{r['segments']} segments restored exactly; {r['zip_bytes']} bytes; rate {r['rate']:.4f}")
+    r = run(zip_path, src, workers, log=lambda msg: print(msg, file=sys.stderr))
+    _write_json(json_out, r)
+    typer.echo(f"{r['segments']} segments restored exactly in a fresh venv; {r['zip_bytes']} bytes; "
+               f"rate {r['rate']:.4f}")
+
+
+@app.command("train-context")
+def train_context_cmd(
+    src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
+    out: Path = typer.Option(Path("context_start.dlcs"), "--out", "-o", help="Starting state to write."),
+    train_frames: str = typer.Option("", help="Use only frames a:b of every segment (e.g. 0:300)."),
+    model: Path | None = typer.Option(None, help="A `train-prior` network: learn a starting state for "
+                                      "the mix codec (mixing with it) instead of context."),
+) -> None:
+    """Learn the context model's starting state on token segments (mixers, APMs, count tables)."""
+    from drivelab.io import write_bytes
+    from drivelab.vq.cm import train_state
+    from drivelab.vq.tokens import read_all
+
+    net = None
+    if model is not None:
+        from drivelab.vq.codecs.prior import network, network_blob
+
+        net = network(network_blob(model))
+
+    segs = [s.flat for s in read_all(src)]
+    if train_frames:
+        a, b = (int(v) if v else None for v in train_frames.split(":"))
+        segs = [s[a:b] for s in segs if len(s[a:b])]
+    if not segs:
+        raise DrivelabError("no frames to learn from")
+    blob, bits = train_state(segs, net)
+    write_bytes(out, blob)
+    typer.echo(f"{out}: {len(blob)} bytes, learnt on {sum(len(s) for s in segs)} frames "
+               f"({bits:.3f} bits/token while learning)")
 
 
 @app.command()

@@ -1,13 +1,13 @@
 """The adaptive context-mixing model behind the ``context`` codec (numba, integers only).
 
-Each 10-bit token is split into two 5-bit halves ("nibbles"); each half is a walk down a
-binary tree of 31 nodes. For every context (same position in earlier frames, spatial
-neighbours, their neighbours in the previous frame, and combinations) a hash selects a
-block of 32 adaptive bit counters, one per tree node, so a whole nibble's predictions sit
-in one cache line run. Per node the counters' stretched probabilities are mixed by several
-online logistic mixers (weight sets selected by tree node, by position, and by whether the
-prefix so far still agrees with the previous frame's token), a second mixer combines them,
-and an APM/SSE stage refines the result (paq8 style).
+Each 10-bit token is coded as 10 binary decisions: two 5-bit halves ("nibbles"), each a walk
+down a binary tree of 31 nodes. For every context (same position in earlier frames, spatial
+neighbours, their neighbours in the previous frame, and combinations) a hash selects a block
+of 32 adaptive bit counters, one per tree node, so a whole nibble's counters sit in one cache
+line run. Per decision the counters' stretched probabilities are mixed by several online
+logistic mixers (weight sets selected by tree node, by position, by whether the prefix so far
+still agrees with the previous frame's token, by count confidence), a second mixer combines
+them, and two APM/SSE stages refine the result (paq8 style).
 
 Hashed contexts only help when a token value recurs exactly; 63% of tokens change from the
 previous frame and rarely into anything seen nearby. What predicts a changed token is the
@@ -18,17 +18,23 @@ node as the Krichevsky-Trofimov estimate from its subtree counts (per-group sums
 at 32 numbers per row per nibble); the T @ T row is summed on the fly from T's nonzero
 entries, so it is exact without a 1024 x 1024 update per token.
 
-Why nibbles instead of bits: the decoder must interleave model and arithmetic decoder. One
-decoder call per nibble (a 32-way categorical built from the 31 node probabilities) keeps
-the Python<->numba<->constriction crossings to two per token, which is what makes decoding
-fast. Predictions for all 31 nodes of a nibble use the state at the start of the nibble;
-the counters and mixers on the coded path are updated once the nibble is known. Encoder and
-decoder call the very same ``_step`` function, so they see identical probabilities.
+Coding. The model and a binary arithmetic coder (32-bit, carry-less, 16-bit probabilities,
+as in lpaq) run together in one numba function, ``code``, that encodes or decodes a whole
+segment: predict one decision, code it, update on it, next. Encoder and decoder execute the
+same function, so they see identical probabilities; a decoder needs numpy and numba only.
+(constriction, a well-kept entropy-coder library, cannot be called from inside numba, and a
+decoder interleaving Python and numba per decision ran at ~20k tokens/s.)
+
+External predictions. ``code`` can take a neural model's distribution over each token (the
+``prior`` network, ``drivelab.vq.nprior``) as integer frequencies; every binary decision
+then gets the network's probability of that bit (a ratio of subtree sums) as extra mixer
+inputs and its own APM, and a final mixer learns online how far to trust network and
+context model: the ``mix`` codec. With the context model switched off the network's bit
+probabilities are coded as they are: the ``prior`` codec.
 
 Everything that feeds the coder is integer arithmetic (12-bit probabilities, paq's integer
-squash/stretch, int64 mixer weights), so the distributions are bit-identical on every
-machine; the only floats are the final products of five dyadic node probabilities, which
-IEEE-754 rounds the same way everywhere.
+squash/stretch, int64 mixer weights, integer frequency ratios), so the bits are the same on
+every machine.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-VERSION = 2
+from drivelab.vq.nprior import probs as _nn_probs
+
+VERSION = 3
 ROWS, COLS = 8, 16
 TOKENS_PER_FRAME = ROWS * COLS
 NONE = 1024  # "no token here" (outside the frame, or before the first frame)
@@ -44,8 +52,10 @@ NONE = 1024  # "no token here" (outside the frame, or before the first frame)
 N_CTX = 13  # hashed contexts
 N_DIRECT = 2  # directly indexed counters (position x match state, change pattern x match state)
 N_DENSE = 4  # count vectors over all 1024 tokens, fed to the tree as subtree counts
+N_EXT = 2  # external (neural) inputs: stretch(p) and a confidence-gated copy
 O_DENSE_IN = N_CTX + N_DIRECT
-N_IN = N_CTX + N_DIRECT + N_DENSE + 1  # + bias
+O_EXT_IN = O_DENSE_IN + 2 * N_DENSE
+N_IN = O_EXT_IN + N_EXT + 1  # + bias
 V = 1024
 G = 32  # a token's high nibble selects one of 32 groups of 32 tokens
 # count tables (int32, row-major) and their per-group sums (so a nibble-0 prediction reads 32
@@ -56,17 +66,20 @@ D_GT = D_T + V * V
 D_P = D_GT + V * G
 D_GP = D_P + TOKENS_PER_FRAME * V
 DENSE_SIZE = D_GP + TOKENS_PER_FRAME * G
-MAX_ROWS = 8 + V  # rows summed into the count vectors of one token (T2 needs up to 1024)
+TT_ROWS = 64  # at most this many T rows make up the T @ T vector
+MAX_ROWS = 8 + V  # rows summed into the count vectors of one token
 # counters per context table: 2M x 2 bytes, zero-initialised so untouched pages cost nothing
-# (22 bits compresses about 0.5% better but decodes 40% slower: more cache misses)
 TABLE_BITS = 21
 N_MIX = 4  # first-layer mixers
 # weight sets per first-layer mixer: node, position, match x change, dense-count confidence
 MIX_SETS = (64, 256, 480, 2 * 5 * 8 * 8)
 N_MIX2 = 64  # second-layer weight sets (node)
 APM_CTX = 2 * 3 * 16 * 5  # nibble x match state x change pattern x depth
-N_MO = N_MIX + 1 + 5 + N_MIX + N_DIRECT  # per-node scratch: mixer outputs + bookkeeping
+N_FIN = 4  # final mixer inputs: context model, network, network APM, bias
+FIN_SETS = 10 * 3 * 8 * 4  # final mixer weight sets: depth x match state x network and model confidence
+NN_APM_CTX = 10 * 3  # network APM: decision depth x match state
 DIRECT_SIZE = (TOKENS_PER_FRAME * 2 * 32 * 3, 16 * 2 * 32 * 3)
+P_MIN, P_MAX = 32, 65536 - 32  # 16-bit probabilities handed to the coder (at most 11 bits a decision)
 
 # paq8's integer squash: 12-bit probability from a stretch-domain value in [-2047, 2047].
 _SQ = np.array(
@@ -117,27 +130,42 @@ PARAMS = np.array(
         2,  # 2: second-layer mixer learning rate
         7,  # 3: APM rate shift
         120,  # 4: position/match counter limit
+        6,  # 5: final-mixer learning rate
+        6,  # 6: network APM rate shift
     ],
     dtype=np.int64,
 )
 
+# mode flags of ``code``
+ENCODE, DECODE = 0, 1
+USE_CM, USE_NN = 1, 2
+
+
+# mo (per-decision scratch) slots: N_MIX weight-set rows, N_MIX outputs, then single values
+M_ROWS = 0
+M_OUT = M_ROWS + N_MIX
+(M_S2, M_PM, M_APM_LO, M_APM_W, M_ACTX, M_D0, M_D1, M_FROW, M_PCM, M_PNN, M_NAPM_LO, M_NAPM_W, M_NACTX,
+ M_PNA, M_PF) = range(M_OUT + N_MIX, M_OUT + N_MIX + 15)
+N_MO = M_PF + 1
+
 
 def _layout() -> dict[str, tuple[int, int]]:
-    # every int64 piece of model state and scratch lives in one flat array, so a decoder step
-    # crosses the Python->numba boundary with a handful of plain arrays (tuples are slow to type)
+    # every int64 piece of model state and scratch lives in one flat array, so a call crosses
+    # the Python->numba boundary with a handful of plain arrays (tuples are slow to type)
     parts = [
         ("mw", sum(MIX_SETS) * N_IN),
         ("mw2", N_MIX2 * N_MIX),
         ("apm", APM_CTX * 33),
         ("dc", sum(DIRECT_SIZE)),
         ("dn", sum(DIRECT_SIZE)),
-        ("st", 32 * N_IN),
-        ("mo", 32 * N_MO),
-        ("pnode", 32),
+        ("fw", FIN_SETS * N_FIN),
+        ("napm", NN_APM_CTX * 33),
+        ("st", N_IN),
+        ("mo", N_MO),
         ("dt", N_DENSE * 64),
         ("rows", MAX_ROWS * 4),
         ("bases", N_CTX),
-        ("misc", 4),
+        ("misc", 4 + 65),
     ]
     out, off = {}, 0
     for name, size in parts:
@@ -150,9 +178,20 @@ def _layout() -> dict[str, tuple[int, int]]:
 LAYOUT = _layout()
 O_MW, O_MW2, O_APM = LAYOUT["mw"][0], LAYOUT["mw2"][0], LAYOUT["apm"][0]
 O_DC, O_DN, O_ST, O_MO = LAYOUT["dc"][0], LAYOUT["dn"][0], LAYOUT["st"][0], LAYOUT["mo"][0]
-O_PN, O_BASES, O_MISC = LAYOUT["pnode"][0], LAYOUT["bases"][0], LAYOUT["misc"][0]
+O_FW, O_NAPM = LAYOUT["fw"][0], LAYOUT["napm"][0]
+O_BASES, O_MISC = LAYOUT["bases"][0], LAYOUT["misc"][0]
 O_DT, O_ROWS = LAYOUT["dt"][0], LAYOUT["rows"][0]
+# the part of ``mem`` that is learnt state (the rest is per-decision scratch)
+LEARNT = (O_MW, O_ST)
 MEM_SIZE = LAYOUT["total"][0]
+
+
+
+def _apm_init(rows: int) -> np.ndarray:
+    apm = np.empty((rows, 33), np.int64)
+    for j in range(33):
+        apm[:, j] = SQUASH[min(4095, max(0, (j - 16) * 128 + 2048))] * 16
+    return apm
 
 
 def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, ...]:
@@ -166,11 +205,13 @@ def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, ...]:
     cnt = np.zeros((N_CTX, size >> 5), dtype=np.uint8)
     mem = np.zeros(MEM_SIZE, dtype=np.int64)
     mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
-    mw[:, : N_IN - 1] = (1 << 16) // 8  # start near a soft average of the counters
+    mw[:, : O_EXT_IN] = (1 << 16) // 8  # start near a soft average of the counters
     mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX] = (1 << 16) // N_MIX
-    apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
-    for j in range(33):
-        apm[:, j] = SQUASH[min(4095, max(0, (j - 16) * 128 + 2048))] * 16
+    mem[O_APM : O_APM + APM_CTX * 33] = _apm_init(APM_CTX).ravel()
+    mem[O_NAPM : O_NAPM + NN_APM_CTX * 33] = _apm_init(NN_APM_CTX).ravel()
+    fw = mem[O_FW : O_FW + FIN_SETS * N_FIN].reshape(FIN_SETS, N_FIN)
+    fw[:, 0] = 1 << 16  # start from the context model alone; the network earns its weight
+
     mem[O_DC : O_DC + sum(DIRECT_SIZE)] = 32768
     ctx = np.zeros(N_CTX + 1, dtype=np.uint64)
     dense = np.zeros(DENSE_SIZE, dtype=np.int32)
@@ -294,9 +335,23 @@ def _dense_rows(x: np.ndarray, i: int, dense: np.ndarray, mem: np.ndarray) -> No
     n = _add_row(rows, n, 2, D_P + p * V, D_GP + p * G, 1)
     if p1 != NONE:
         o = D_T + p1 * V
+        # at most TT_ROWS rows, the heaviest: the cost per token stays bounded however dense T
+        # becomes over a long solid chain (exact while T[p1] has at most TT_ROWS partners)
+        hist = mem[O_MISC + 4 : O_MISC + 4 + 65]
+        hist[:] = 0
+        nz = 0
         for v in range(V):
             w = int(dense[o + v])
             if w != 0:
+                hist[min(w, 64)] += 1
+                nz += 1
+        thr = 1  # the smallest weight with at most TT_ROWS partners at or above it
+        while nz > TT_ROWS and thr < 64:
+            nz -= hist[thr]
+            thr += 1
+        for v in range(V):
+            w = int(dense[o + v])
+            if w >= thr:
                 n = _add_row(rows, n, 3, D_T + v * V, D_GT + v * G, w)
                 diag += w * w  # (T @ T)[p1, p1] = sum_v T[p1, v]^2 since T is symmetric
     mem[O_MISC] = n
@@ -341,18 +396,25 @@ def _clamp(v: int, lo: int, hi: int) -> int:
     return lo if v < lo else (hi if v > hi else v)
 
 
+@njit(cache=True, inline="always")
+def _apm_read(apm: np.ndarray, row: int, s: int, mo: np.ndarray, o_lo: int, o_w: int) -> int:
+    """16-bit probability interpolated between the two buckets around stretch value ``s``."""
+    pos = (s + 2048) * 32
+    lo = pos >> 12
+    w = pos & 4095
+    if lo >= 32:
+        lo = 31
+        w = 4096
+    mo[o_lo] = lo
+    mo[o_w] = w
+    return (apm[row, lo] * (4096 - w) + apm[row, lo + 1] * w) >> 12
+
+
 @njit(cache=True)
-def _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs):
-    """Predict all 31 nodes of nibble ``nib`` (0 = high 5 bits) and the 32-way distribution."""
+def _bases(nib: int, prefix: int, tab: np.ndarray, cnt: np.ndarray, mem: np.ndarray, ctx: np.ndarray) -> None:
+    """Select each context's 32-counter block for this nibble (a colliding block is reset)."""
     nblocks = tab.shape[1] >> 5
-    st = mem[O_ST : O_ST + 32 * N_IN].reshape(32, N_IN)
-    mo = mem[O_MO : O_MO + 32 * N_MO].reshape(32, N_MO)
-    mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
-    mw2 = mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX].reshape(N_MIX2, N_MIX)
-    apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
-    pnode = mem[O_PN : O_PN + 32]
     bases = mem[O_BASES : O_BASES + N_CTX]
-    dt = mem[O_DT : O_DT + N_DENSE * 64].reshape(N_DENSE, 64)
     for k in range(N_CTX):
         h = _mix(ctx[k], np.uint64(nib * 2048 + prefix + 1))
         b = np.int64(h % np.uint64(nblocks))
@@ -362,88 +424,67 @@ def _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs):
             for j in range(32):
                 tab[k, b * 32 + j] = 0
         bases[k] = b * 32
+
+
+@njit(cache=True)
+def _predict(i, nib, node, depth, m, s_nn, tab, mem, ctx):
+    """The context model's 16-bit probability that the next bit at ``node`` is 1 (mixers + APM);
+    ``s_nn`` is the network's stretched probability (0 without one)."""
+    st = mem[O_ST : O_ST + N_IN]
+    mo = mem[O_MO : O_MO + N_MO]
+    mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
+    mw2 = mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX].reshape(N_MIX2, N_MIX)
+    apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
+    bases = mem[O_BASES : O_BASES + N_CTX]
+    dt = mem[O_DT : O_DT + N_DENSE * 64].reshape(N_DENSE, 64)
     chg = int(ctx[N_CTX])
     p = i % TOKENS_PER_FRAME
-    t = i // TOKENS_PER_FRAME
-    p1 = int(x[i - TOKENS_PER_FRAME]) if t > 0 else NONE
-    # does the token so far still agree with the previous frame's token at this position?
-    if p1 == NONE:
-        hi_ok = False
-    elif nib == 0:
-        hi_ok = True
-    else:
-        hi_ok = (p1 >> 5) == prefix
-    p1nib = (p1 >> 5) if nib == 0 else (p1 & 31)
-    for node in range(1, 32):
-        depth = 0
-        while (node >> (depth + 1)) > 0:
-            depth += 1
-        # match state: 0 = no previous token or already diverged, 1/2 = it predicts bit 0/1
-        m = 0
-        if hi_ok:
-            path = node - (1 << depth)
-            if (p1nib >> (5 - depth)) == path:
-                m = 1 + ((p1nib >> (4 - depth)) & 1)
-        for k in range(N_CTX):
-            st[node, k] = STRETCH[(tab[k, bases[k] + node] >> 4) ^ 0x800]
-        d0 = ((p * 2 + nib) * 32 + node) * 3 + m
-        d1 = DIRECT_SIZE[0] + ((chg * 2 + nib) * 32 + node) * 3 + m
-        st[node, N_CTX] = STRETCH[mem[O_DC + d0] >> 4]
-        st[node, N_CTX + 1] = STRETCH[mem[O_DC + d1] >> 4]
-        for k in range(N_DENSE):
-            # Krichevsky-Trofimov estimate of the next bit from the subtree counts
-            q = ((2 * dt[k, 2 * node + 1] + 1) * 4096) // (2 * dt[k, node] + 2)
-            st[node, O_DENSE_IN + k] = STRETCH[_clamp(q, 1, 4095)]
-        st[node, N_IN - 1] = 256
-        mo[node, N_MIX + 6 + N_MIX] = d0
-        mo[node, N_MIX + 6 + N_MIX + 1] = d1
-        for j in range(N_MIX):
-            if j == 0:
-                row = nib * 32 + node
-            elif j == 1:
-                row = MIX_SETS[0] + p * 2 + nib
-            elif j == 2:
-                row = MIX_SETS[0] + MIX_SETS[1] + (((nib * 5 + depth) * 3 + m) * 16 + chg)
-            else:
-                row = MIX_SETS[0] + MIX_SETS[1] + MIX_SETS[2] + (
-                    ((nib * 5 + depth) * 8 + _bucket(dt[0, node])) * 8 + _bucket(dt[3, node] >> 8)
-                )
-            dot = 0
-            for k in range(N_IN):
-                dot += st[node, k] * mw[row, k]
-            mo[node, j] = _clamp(dot >> 16, -2047, 2047)
-            mo[node, N_MIX + 6 + j] = row
-        row2 = nib * 32 + node
-        s2 = 0
-        for j in range(N_MIX):
-            s2 += mo[node, j] * mw2[row2, j]
-        s2 = _clamp(s2 >> 16, -2047, 2047)
-        mo[node, N_MIX] = s2
-        pm = SQUASH[s2 + 2048]
-        # APM/SSE: interpolate between the two buckets around the stretched probability
-        actx = ((nib * 3 + m) * 16 + chg) * 5 + depth
-        pos = (s2 + 2048) * 32
-        lo = pos >> 12
-        w = pos & 4095
-        if lo >= 32:
-            lo = 31
-            w = 4096
-        pa = (apm[actx, lo] * (4096 - w) + apm[actx, lo + 1] * w) >> 16
-        pnode[node] = _clamp((pm + 3 * pa) >> 2, 1, 4095)
-        mo[node, N_MIX + 1] = lo
-        mo[node, N_MIX + 2] = w
-        mo[node, N_MIX + 3] = actx
-        mo[node, N_MIX + 5] = pm
-    # the 32-way distribution is the product of node probabilities along each path
-    for s in range(32):
-        q = 1.0
-        node = 1
-        for d in range(5):
-            b = (s >> (4 - d)) & 1
-            pn = pnode[node] / 4096.0
-            q *= pn if b else 1.0 - pn
-            node = node * 2 + b
-        probs[s] = q
+    for k in range(N_CTX):
+        st[k] = STRETCH[(tab[k, bases[k] + node] >> 4) ^ 0x800]
+    d0 = ((p * 2 + nib) * 32 + node) * 3 + m
+    d1 = DIRECT_SIZE[0] + ((chg * 2 + nib) * 32 + node) * 3 + m
+    st[N_CTX] = STRETCH[mem[O_DC + d0] >> 4]
+    st[N_CTX + 1] = STRETCH[mem[O_DC + d1] >> 4]
+    for k in range(N_DENSE):
+        # Krichevsky-Trofimov estimate of the next bit from the subtree counts
+        q = ((2 * dt[k, 2 * node + 1] + 1) * 4096) // (2 * dt[k, node] + 2)
+        st[O_DENSE_IN + k] = STRETCH[_clamp(q, 1, 4095)]
+        # a sharper estimate too (pseudo-count 1/8): the mixer weighs the two by how much data there is
+        q = ((8 * dt[k, 2 * node + 1] + 1) * 4096) // (8 * dt[k, node] + 2)
+        st[O_DENSE_IN + N_DENSE + k] = STRETCH[_clamp(q, 1, 4095)]
+    st[O_EXT_IN] = s_nn
+    st[O_EXT_IN + 1] = s_nn if m == 0 else 0  # where the previous frame's token no longer fits
+    st[N_IN - 1] = 256
+    mo[M_D0] = d0
+    mo[M_D1] = d1
+    for j in range(N_MIX):
+        if j == 0:
+            row = nib * 32 + node
+        elif j == 1:
+            row = MIX_SETS[0] + p * 2 + nib
+        elif j == 2:
+            row = MIX_SETS[0] + MIX_SETS[1] + (((nib * 5 + depth) * 3 + m) * 16 + chg)
+        else:
+            row = MIX_SETS[0] + MIX_SETS[1] + MIX_SETS[2] + (
+                ((nib * 5 + depth) * 8 + _bucket(dt[0, node])) * 8 + _bucket(dt[3, node] >> 8)
+            )
+        dot = 0
+        for k in range(N_IN):
+            dot += st[k] * mw[row, k]
+        mo[M_OUT + j] = _clamp(dot >> 16, -2047, 2047)
+        mo[M_ROWS + j] = row
+    row2 = nib * 32 + node
+    s2 = 0
+    for j in range(N_MIX):
+        s2 += mo[M_OUT + j] * mw2[row2, j]
+    s2 = _clamp(s2 >> 16, -2047, 2047)
+    mo[M_S2] = s2
+    pm = SQUASH[s2 + 2048]
+    mo[M_PM] = pm
+    actx = ((nib * 3 + m) * 16 + chg) * 5 + depth
+    mo[M_ACTX] = actx
+    pa = _apm_read(apm, actx, s2, mo, M_APM_LO, M_APM_W)
+    return _clamp((pm * 16 + 3 * pa) >> 2, P_MIN, P_MAX)
 
 
 @njit(cache=True, inline="always")
@@ -453,76 +494,304 @@ def _adapt(v: int, n: int, y: int) -> int:
 
 
 @njit(cache=True)
-def _update(sym, nib, tab, cnt, mem, params):
+def _update(y, nib, node, tab, mem, params):
     limit, lr1, lr2, ashift, dlimit = params[0], params[1], params[2], params[3], params[4]
-    st = mem[O_ST : O_ST + 32 * N_IN].reshape(32, N_IN)
-    mo = mem[O_MO : O_MO + 32 * N_MO].reshape(32, N_MO)
+    st = mem[O_ST : O_ST + N_IN]
+    mo = mem[O_MO : O_MO + N_MO]
     mw = mem[O_MW : O_MW + sum(MIX_SETS) * N_IN].reshape(sum(MIX_SETS), N_IN)
     mw2 = mem[O_MW2 : O_MW2 + N_MIX2 * N_MIX].reshape(N_MIX2, N_MIX)
     apm = mem[O_APM : O_APM + APM_CTX * 33].reshape(APM_CTX, 33)
     bases = mem[O_BASES : O_BASES + N_CTX]
-    node = 1
-    for d in range(5):
-        y = (sym >> (4 - d)) & 1
-        for k in range(N_CTX):
-            a = bases[k] + node
-            v = int(tab[k, a])
-            n = v & 15
-            pv = _adapt((((v >> 4) ^ 0x800) << 4) | 8, n, y) >> 4
-            tab[k, a] = ((pv ^ 0x800) << 4) | (n + 1 if n < limit else n)
-        for j in range(N_DIRECT):
-            a = mo[node, N_MIX + 6 + N_MIX + j]
-            n = mem[O_DN + a]
-            mem[O_DC + a] = _adapt(mem[O_DC + a], n, y)
-            if n < dlimit:
-                mem[O_DN + a] = n + 1
-        # first-layer mixers learn from their own output, the second layer from its own
-        for j in range(N_MIX):
-            row = mo[node, N_MIX + 6 + j]
-            err = ((y << 12) - SQUASH[mo[node, j] + 2048]) * lr1
-            for k in range(N_IN):
-                mw[row, k] += (st[node, k] * err) >> 14
-        row2 = nib * 32 + node
-        err2 = ((y << 12) - mo[node, N_MIX + 5]) * lr2
-        for j in range(N_MIX):
-            mw2[row2, j] += (mo[node, j] * err2) >> 14
-        actx = mo[node, N_MIX + 3]
-        lo = mo[node, N_MIX + 1] + (1 if mo[node, N_MIX + 2] >= 2048 else 0)
-        apm[actx, lo] += ((y << 16) - apm[actx, lo]) >> ashift
-        node = node * 2 + y
+    for k in range(N_CTX):
+        a = bases[k] + node
+        v = int(tab[k, a])
+        n = v & 15
+        pv = _adapt((((v >> 4) ^ 0x800) << 4) | 8, n, y) >> 4
+        tab[k, a] = ((pv ^ 0x800) << 4) | (n + 1 if n < limit else n)
+    for j in range(N_DIRECT):
+        a = mo[M_D0 + j]
+        n = mem[O_DN + a]
+        mem[O_DC + a] = _adapt(mem[O_DC + a], n, y)
+        if n < dlimit:
+            mem[O_DN + a] = n + 1
+    # first-layer mixers learn from their own output, the second layer from its own
+    for j in range(N_MIX):
+        row = mo[M_ROWS + j]
+        err = ((y << 12) - SQUASH[mo[M_OUT + j] + 2048]) * lr1
+        for k in range(N_IN):
+            mw[row, k] += (st[k] * err) >> 14
+    row2 = nib * 32 + node
+    err2 = ((y << 12) - mo[M_PM]) * lr2
+    for j in range(N_MIX):
+        mw2[row2, j] += (mo[M_OUT + j] * err2) >> 14
+    actx = mo[M_ACTX]
+    lo = mo[M_APM_LO] + (1 if mo[M_APM_W] >= 2048 else 0)
+    apm[actx, lo] += ((y << 16) - apm[actx, lo]) >> ashift
 
 
 @njit(cache=True)
-def step(x, i, nib, prev_sym, prefix, tab, cnt, mem, ctx, dense, params, probs):
-    """One coder step: learn the previous nibble (when ``prev_sym`` >= 0), then predict the next.
-
-    ``i`` is the flat token index and ``nib`` the nibble about to be predicted; ``prefix`` is the
-    token's high nibble when ``nib`` is 1. ``x`` must hold every token before ``i``.
-    """
-    if prev_sym >= 0:
-        _update(prev_sym, 1 - nib, tab, cnt, mem, params)
-    if nib == 0:
-        if i > 0:
-            _dense_update(x, i - 1, dense)
-        _contexts(x, i, ctx)
-        _dense_rows(x, i, dense, mem)
-    _dense_tree(mem, dense, nib, prefix)
-    _predict(x, i, nib, prefix, tab, cnt, mem, ctx, probs)
+def _nn_bit(cum: np.ndarray, level: int, path: int) -> int:
+    """The network's 16-bit probability that decision ``level`` (0..9) is 1, given the bits ``path``
+    so far: a ratio of subtree sums of its token frequencies (``cum``: cumulative, 1025 long)."""
+    a = path << (10 - level)
+    mid = (2 * path + 1) << (9 - level)
+    b = (path + 1) << (10 - level)
+    tot = cum[b] - cum[a]
+    one = cum[b] - cum[mid]
+    return _clamp((one * 65536 + tot // 2) // tot, 1, 65535)
 
 
 @njit(cache=True)
-def encode_all(x, tab, cnt, mem, ctx, dense, params, probs_out, syms_out):
-    """Run the model over all (known) tokens ``x``; fill per-nibble distributions and symbols."""
-    probs = np.empty(32)
-    prev = -1
-    for i in range(x.shape[0]):
-        tok = int(x[i])
-        hi = tok >> 5
-        lo = tok & 31
-        step(x, i, 0, prev, 0, tab, cnt, mem, ctx, dense, params, probs)
-        probs_out[2 * i, :] = probs
-        syms_out[2 * i] = hi
-        step(x, i, 1, hi, hi, tab, cnt, mem, ctx, dense, params, probs)
-        probs_out[2 * i + 1, :] = probs
-        syms_out[2 * i + 1] = lo
-        prev = lo
+def _final(p_cm, p_nn16, level, m, mem, flags):
+    """Combine the context model's and the network's bit probabilities (16-bit)."""
+    if flags & USE_NN == 0:
+        return p_cm
+    if flags & USE_CM == 0:
+        return _clamp(p_nn16, P_MIN, P_MAX)
+    mo = mem[O_MO : O_MO + N_MO]
+    fw = mem[O_FW : O_FW + FIN_SETS * N_FIN].reshape(FIN_SETS, N_FIN)
+    napm = mem[O_NAPM : O_NAPM + NN_APM_CTX * 33].reshape(NN_APM_CTX, 33)
+    s_nn = STRETCH[_clamp(p_nn16 >> 4, 1, 4095)]
+    s_cm = STRETCH[_clamp(p_cm >> 4, 1, 4095)]
+    nctx = level * 3 + m
+    pna = _apm_read(napm, nctx, s_nn, mo, M_NAPM_LO, M_NAPM_W)
+    s_na = STRETCH[_clamp(pna >> 4, 1, 4095)]
+    conf = abs(s_nn) >> 8  # 0..7
+    row = ((level * 3 + m) * 8 + conf) * 4 + min(3, abs(s_cm) >> 9)
+    dot = s_cm * fw[row, 0] + s_nn * fw[row, 1] + s_na * fw[row, 2] + 256 * fw[row, 3]
+    s = _clamp(dot >> 16, -2047, 2047)
+    mo[M_FROW] = row
+    mo[M_PCM] = s_cm
+    mo[M_PNN] = s_nn
+    mo[M_PNA] = s_na
+    mo[M_NACTX] = nctx
+    pf = SQUASH[s + 2048]
+    mo[M_PF] = pf
+    return _clamp(pf * 16, P_MIN, P_MAX)
+
+
+@njit(cache=True)
+def _final_update(y, mem, params, flags):
+    if flags & USE_NN == 0 or flags & USE_CM == 0:
+        return
+    mo = mem[O_MO : O_MO + N_MO]
+    fw = mem[O_FW : O_FW + FIN_SETS * N_FIN].reshape(FIN_SETS, N_FIN)
+    napm = mem[O_NAPM : O_NAPM + NN_APM_CTX * 33].reshape(NN_APM_CTX, 33)
+    row = mo[M_FROW]
+    err = ((y << 12) - mo[M_PF]) * params[5]
+    fw[row, 0] += (mo[M_PCM] * err) >> 14
+    fw[row, 1] += (mo[M_PNN] * err) >> 14
+    fw[row, 2] += (mo[M_PNA] * err) >> 14
+    fw[row, 3] += (256 * err) >> 14
+    nctx = mo[M_NACTX]
+    lo = mo[M_NAPM_LO] + (1 if mo[M_NAPM_W] >= 2048 else 0)
+    napm[nctx, lo] += ((y << 16) - napm[nctx, lo]) >> params[6]
+
+
+@njit(cache=True, inline="always")
+def _enc_bit(io: np.ndarray, buf: np.ndarray, y: int, p: int) -> None:
+    """Binary arithmetic coder (carry-less, 32-bit range, ``p`` = 16-bit probability of a 1)."""
+    x1 = io[0]
+    x2 = io[1]
+    r = x2 - x1
+    xmid = x1 + (r >> 16) * p + (((r & 0xFFFF) * p) >> 16)
+    if y:
+        x2 = xmid
+    else:
+        x1 = xmid + 1
+    while ((x1 ^ x2) & 0xFF000000) == 0:
+        buf[io[3]] = x2 >> 24
+        io[3] += 1
+        x1 = (x1 << 8) & 0xFFFFFFFF
+        x2 = ((x2 << 8) & 0xFFFFFFFF) | 255
+    io[0] = x1
+    io[1] = x2
+
+
+@njit(cache=True, inline="always")
+def _dec_bit(io: np.ndarray, buf: np.ndarray, p: int) -> int:
+    x1 = io[0]
+    x2 = io[1]
+    r = x2 - x1
+    xmid = x1 + (r >> 16) * p + (((r & 0xFFFF) * p) >> 16)
+    y = 1 if io[2] <= xmid else 0
+    if y:
+        x2 = xmid
+    else:
+        x1 = xmid + 1
+    while ((x1 ^ x2) & 0xFF000000) == 0:
+        x1 = (x1 << 8) & 0xFFFFFFFF
+        x2 = ((x2 << 8) & 0xFFFFFFFF) | 255
+        nxt = int(buf[io[3]]) if io[3] < buf.shape[0] else 0  # past the end: zeros
+        io[3] += 1
+        io[2] = ((io[2] << 8) & 0xFFFFFFFF) | nxt
+    io[0] = x1
+    io[1] = x2
+    return y
+
+
+def new_coder(mode: int, payload: bytes | None = None, n_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(io, buf) for ``code``: io = [x1, x2, x, byte position]."""
+    io = np.zeros(4, np.int64)
+    io[1] = 0xFFFFFFFF
+    if mode == ENCODE:
+        # worst case 11 bits per decision, 10 decisions per token, + the 4 flush bytes
+        return io, np.zeros(n_tokens * 14 + 8, np.uint8)
+    # a writable copy: encoder and decoder then share one compiled signature
+    buf = np.frombuffer(payload or b"", np.uint8).copy()
+    for k in range(4):
+        io[2] = (io[2] << 8) | (int(buf[k]) if k < len(buf) else 0)
+    io[3] = 4
+    return io, buf
+
+
+def finish(io: np.ndarray, buf: np.ndarray) -> bytes:
+    """Flush the encoder: the 4 bytes of x1 pin a value inside the final interval."""
+    x1 = int(io[0])
+    n = int(io[3])
+    return buf[:n].tobytes() + x1.to_bytes(4, "big")
+
+
+@njit(cache=True)
+def code(x, n, mode, flags, io, buf, tab, cnt, mem, ctx, dense, params, nn_w, nn_off, nn_cfg, cum, frame_acc,
+         cost):
+    """Encode (``mode`` 0: ``x`` holds the tokens) or decode (1: fills ``x``) ``n`` tokens.
+
+    ``flags``: USE_CM (context model) and/or USE_NN (network ``nn_*``, drivelab.vq.nprior).
+    The model state arrays carry over from call to call (solid mode). With ``cost`` as long as
+    ``x`` it receives each token's ideal code length in bits (for analysis; coding ignores it)."""
+    track = cost.shape[0] == n
+    for i in range(n):
+        if flags & USE_CM:
+            if i > 0:
+                _dense_update(x, i - 1, dense)
+            _contexts(x, i, ctx)
+            _dense_rows(x, i, dense, mem)
+        if flags & USE_NN:
+            _nn_probs(x, i, nn_w, nn_off, nn_cfg, cum, frame_acc)
+        t = i // TOKENS_PER_FRAME
+        p1 = int(x[i - TOKENS_PER_FRAME]) if t > 0 else NONE
+        tok = int(x[i]) if mode == ENCODE else 0
+        path = 0  # the bits coded so far (the full-tree prefix)
+        for nib in range(2):
+            prefix = path  # after nibble 0 this is the high nibble
+            if flags & USE_CM:
+                _bases(nib, prefix, tab, cnt, mem, ctx)
+                _dense_tree(mem, dense, nib, prefix)
+            if p1 == NONE:
+                hi_ok = False
+            elif nib == 0:
+                hi_ok = True
+            else:
+                hi_ok = (p1 >> 5) == prefix
+            p1nib = (p1 >> 5) if nib == 0 else (p1 & 31)
+            node = 1
+            for depth in range(5):
+                # match state: 0 = no previous token or already diverged, 1/2 = it predicts bit 0/1
+                m = 0
+                if hi_ok and (p1nib >> (5 - depth)) == node - (1 << depth):
+                    m = 1 + ((p1nib >> (4 - depth)) & 1)
+                level = nib * 5 + depth
+                pn = _nn_bit(cum, level, path) if flags & USE_NN else 32768
+                s_nn = STRETCH[_clamp(pn >> 4, 1, 4095)] if flags & USE_NN else 0
+                pc = _predict(i, nib, node, depth, m, s_nn, tab, mem, ctx) if flags & USE_CM else 32768
+                pr = _final(pc, pn, level, m, mem, flags)
+                if mode == ENCODE:
+                    y = (tok >> (9 - level)) & 1
+                    _enc_bit(io, buf, y, pr)
+                else:
+                    y = _dec_bit(io, buf, pr)
+                if track:
+                    cost[i] -= np.log2((pr if y else 65536 - pr) / 65536.0)
+                if flags & USE_CM:
+                    _update(y, nib, node, tab, mem, params)
+                _final_update(y, mem, params, flags)
+                node = node * 2 + y
+                path = path * 2 + y
+        if mode == DECODE:
+            x[i] = path
+    if flags & USE_CM and n > 0:
+        _dense_update(x, n - 1, dense)  # the last token too: a solid chain carries on from here
+
+
+def run(x: np.ndarray, mode: int, flags: int, state: tuple[np.ndarray, ...], payload: bytes | None = None,
+        net: tuple[np.ndarray, ...] | None = None, cost: np.ndarray | None = None
+        ) -> tuple[np.ndarray, bytes]:
+    """Code the flat int16 tokens ``x`` (decoding: a zero array to fill) with ``state``; returns
+    (x, payload). ``cost`` (float64, len(x), zeros): filled with per-token code lengths."""
+    n = x.shape[0]
+    io, buf = new_coder(mode, payload, n)
+    if net is None:
+        net = empty_network()
+    code(x, n, mode, flags, io, buf, *state, PARAMS, *net, np.zeros(1) if cost is None else cost)
+    return x, (finish(io, buf) if mode == ENCODE else b"")
+
+
+def empty_network() -> tuple[np.ndarray, ...]:
+    """Placeholder network arrays when ``flags`` has no USE_NN (one compiled signature for all)."""
+    return (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(5, np.int64),
+            np.zeros(V + 1, np.int64), np.zeros((1, 1), np.int64))
+
+
+STATE_MAGIC = b"DLCS"
+
+
+def state_bytes(state: tuple[np.ndarray, ...]) -> bytes:
+    """The learnt, shippable part of a model state: mixers, APMs, direct counters and the count
+    tables (not the hashed context tables: megabytes, and specific to what was coded)."""
+    import json
+    import lzma
+
+    _, _, mem, _, dense = state
+    meta = json.dumps({"model": VERSION, "table_bits": TABLE_BITS, "mem": MEM_SIZE,
+                       "dense": DENSE_SIZE}).encode()
+    body = mem[LEARNT[0] : LEARNT[1]].astype("<i8").tobytes() + dense.astype("<i4").tobytes()
+    return STATE_MAGIC + len(meta).to_bytes(4, "little") + meta + lzma.compress(body, preset=9)
+
+
+def load_state(blob: bytes, path: object = None) -> tuple[np.ndarray, ...]:
+    """A fresh state with the learnt parts of ``state_bytes`` filled in."""
+    import json
+    import lzma
+
+    from drivelab.errors import DrivelabError
+
+    try:
+        if blob[:4] != STATE_MAGIC:
+            raise ValueError("not a context starting state (make one with `drivelab vq train-context`)")
+        n = int.from_bytes(blob[4:8], "little")
+        meta = json.loads(blob[8 : 8 + n])
+        if meta != {"model": VERSION, "table_bits": TABLE_BITS, "mem": MEM_SIZE, "dense": DENSE_SIZE}:
+            raise ValueError(f"made for context model {meta.get('model')}, this is model {VERSION}")
+        body = lzma.decompress(blob[8 + n :])
+        k = (LEARNT[1] - LEARNT[0]) * 8
+        if len(body) != k + DENSE_SIZE * 4:
+            raise ValueError("wrong size")
+    except (ValueError, lzma.LZMAError, IndexError) as e:
+        raise DrivelabError(f"cannot load the starting state ({e})", path) from None
+    state = new_state()
+    state[2][LEARNT[0] : LEARNT[1]] = np.frombuffer(body[:k], "<i8")
+    state[4][:] = np.frombuffer(body[k:], "<i4")
+    return state
+
+
+def train_state(segments: list[np.ndarray], net: tuple[np.ndarray, ...] | None = None) -> tuple[bytes, float]:
+    """Run the model over ``segments`` (each (frames, 128)) in order, as one solid chain, and
+    return the learnt starting state and the bits/token spent while learning. With ``net`` (the
+    prior network's arrays) the state is learnt mixing with it: a starting state for ``mix``."""
+    state = new_state()
+    bits = tokens = 0
+    flags = USE_CM | (USE_NN if net is not None else 0)
+    for seg in segments:
+        x = np.ascontiguousarray(np.asarray(seg).reshape(-1), dtype=np.int16)
+        _, payload = run(x, ENCODE, flags, state, net=net)
+        bits += 8 * len(payload)
+        tokens += x.size
+    return state_bytes(state), bits / max(tokens, 1)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the coder for both directions."""
+    x = np.zeros(TOKENS_PER_FRAME, np.int16)
+    _, payload = run(x, ENCODE, USE_CM, new_state(12))
+    run(np.zeros_like(x), DECODE, USE_CM, new_state(12), payload)

@@ -1,4 +1,4 @@
-"""A small frame-level predictor of commaVQ tokens, sized for what one segment can teach.
+"""A small frame-level predictor of commaVQ tokens, sized for what one segment can teach (training, torch).
 
 Each token is predicted from its space-time neighbourhood: the 3x3 tokens around it in the
 previous frame, the token at its position two frames back, and the four tokens of the current
@@ -8,6 +8,9 @@ position) to an output vector scored against the same token table, plus learned 
 for the previous-frame, two-back, left and up tokens (a third of tokens repeat the previous
 frame). About 43k parameters: trained on 270 frames, a 190k-parameter GPT over 3-frame windows
 memorised its training frames and was worse than uniform on new ones; this one generalises.
+
+Activations are ReLU so that the integer version the codecs run (``drivelab.vq.nprior``) is
+exact integer arithmetic; ``network_blob`` quantises a checkpoint into that form.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import torch.nn.functional as F
 
 from drivelab.errors import DrivelabError
 from drivelab.io import write_bytes
+from drivelab.vq.nprior import BACK2_SLOT, LEFT_SLOT, PAD, PREV_SLOT, SLOTS, UP_SLOT
 
-PAD = 1024  # "outside the frame / before the segment"
-SLOTS = 14
-PREV_SLOT, BACK2_SLOT, LEFT_SLOT, UP_SLOT = 4, 9, 10, 11  # the slots with copy bonuses
+KIND = "neighbour-prior"
+CKPT_VERSION = 2  # 2: ReLU (version 1 used GELU, which has no exact integer form)
 
 
 @dataclass
@@ -48,8 +51,8 @@ class NeighbourPrior(nn.Module):
         self.slot = nn.Parameter(torch.zeros(SLOTS, d))
         self.pos = nn.Embedding(128, 32)
         self.mlp = nn.Sequential(
-            nn.Linear(SLOTS * d + 32, h), nn.GELU(), nn.Dropout(cfg.dropout),
-            nn.Linear(h, h), nn.GELU(), nn.Linear(h, d),
+            nn.Linear(SLOTS * d + 32, h), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d),
         )
         self.bias = nn.Parameter(torch.zeros(PAD))
         self.copy = nn.Parameter(torch.tensor([3.0, 1.0, 1.0, 0.5]))
@@ -167,7 +170,8 @@ def prior_bytes(model: NeighbourPrior, meta: dict | None = None) -> bytes:
     sd = {k: v.detach().half() for k, v in model.state_dict().items()}
     meta = json.loads(json.dumps(meta or {}, default=float))  # plain types: loadable with weights_only
     buf = io.BytesIO()
-    torch.save({"kind": "neighbour-prior", "config": asdict(model.cfg), "state_dict": sd, "meta": meta}, buf)
+    torch.save({"kind": KIND, "version": CKPT_VERSION, "config": asdict(model.cfg), "state_dict": sd,
+                "meta": meta}, buf)
     return buf.getvalue()
 
 
@@ -179,10 +183,20 @@ def load_prior(blob: bytes, path: str | Path | None = None) -> NeighbourPrior:
     """fp16 checkpoint bytes -> float32 model (the weights the coder runs are the fp16 ones)."""
     try:
         ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        if ckpt.get("kind") != "neighbour-prior":
+        if ckpt.get("kind") != KIND:
             raise ValueError("not a prior checkpoint (make one with `drivelab vq train-prior`)")
+        if ckpt.get("version") != CKPT_VERSION:
+            raise ValueError(f"checkpoint version {ckpt.get('version')}: retrain with this drivelab")
         model = NeighbourPrior(PriorConfig(**ckpt["config"]))
         model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     except Exception as e:  # torch raises many kinds on a wrong or damaged file
         raise DrivelabError(f"cannot load the prior ({e})", path) from None
     return model.eval()
+
+
+def network_blob(model: NeighbourPrior) -> bytes:
+    """The integer network the codecs ship and run, from the fp16 weights a checkpoint holds."""
+    from drivelab.vq import nprior
+
+    sd = {k: v.detach().half().float().numpy() for k, v in model.state_dict().items()}
+    return nprior.export(sd, asdict(model.cfg))

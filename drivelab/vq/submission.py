@@ -1,18 +1,28 @@
-"""comma's compression-challenge format: a zip of compressed segments plus ``decompress.py``.
+"""comma's compression-challenge format: a zip of an archive plus ``decompress.py``, and its evaluator.
 
 comma's ``compression/evaluate.sh`` (github.com/commaai/commavq) does::
 
     unzip submission.zip -d ./compression_challenge_submission_decompressed/
-    OUTPUT_DIR=./compression_challenge_submission_decompressed/ \
+    OUTPUT_DIR=./compression_challenge_submission_decompressed/ \\
         python ./compression_challenge_submission_decompressed/decompress.py
     UNPACKED_ARCHIVE=... PACKED_ARCHIVE=submission.zip python ./compression/evaluate.py
 
-i.e. ``decompress.py`` runs from the commavq checkout (not from the unzipped folder), must write
-every segment under its original file name straight into ``OUTPUT_DIR`` (the unzip folder
-itself), and only PyPI packages may be assumed: anything else ships inside the zip. So the
-zip holds ``decompress.py``, ``data/<name>.dlvq`` and the few drivelab source files decoding
-needs (``drivelab/vq``, ``errors.py``, ``io.py``); their bytes count towards the rate, as
-comma's score is ``(segments x 1200 x 128 x 10 / 8) / zip size``.
+i.e. ``decompress.py`` runs from the commavq checkout with whatever Python the evaluator has,
+must write every segment under its ``file_name`` straight into ``OUTPUT_DIR`` (the unzip
+folder itself), and only PyPI packages may be assumed: anything else ships inside the zip.
+``evaluate.py`` then compares ``np.load(OUTPUT_DIR/file_name)`` with the original tokens;
+score = segments x 1200 x 128 x 10/8 / zip size.
+
+So the zip holds ``decompress.py``, the archive under ``data/`` (``drivelab.vq.archive``:
+segments, shared state stored once, manifest) and the drivelab source files decoding imports.
+``decompress.py`` pins the exact versions of the PyPI distributions the used codecs import
+(as installed where the zip was made) and, unless the running Python already has exactly those,
+pip-installs them into ``.deps/`` beside itself (``--target``: the evaluator's own packages are
+left alone). No codec shipped here needs torch to decode.
+
+``evaluate`` reproduces that flow in a fresh virtual environment with nothing installed, never
+in drivelab's own: unzip, ``OUTPUT_DIR=... <fresh python> decompress.py`` from another working
+directory, compare, rate.
 """
 
 from __future__ import annotations
@@ -22,81 +32,95 @@ import os
 import subprocess
 import sys
 import tempfile
+import venv
 import zipfile
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from drivelab.errors import DrivelabError
-from drivelab.io import write_bytes
-from drivelab.vq import api, container
-from drivelab.vq.tokens import Segment, iter_segments
+from drivelab.io import atomic_write
+from drivelab.vq import codecs
+from drivelab.vq.archive import ArchiveWriter, Written, encode_segments
+from drivelab.vq.tokens import Segment, read_all
 
-# the drivelab files that decoding imports (all codecs), relative to the package root's parent
-SHIPPED_SOURCES = (
+DATA = "data"
+# the drivelab files every decoder imports, relative to the package root's parent
+CORE_SOURCES = (
     "drivelab/__init__.py",
     "drivelab/errors.py",
     "drivelab/io.py",
     "drivelab/vq/__init__.py",
     "drivelab/vq/api.py",
-    "drivelab/vq/cm.py",
+    "drivelab/vq/archive.py",
     "drivelab/vq/container.py",
-    "drivelab/vq/gpt.py",
+    "drivelab/vq/store.py",
     "drivelab/vq/tokens.py",
     "drivelab/vq/codecs/__init__.py",
-    "drivelab/vq/codecs/context.py",
-    "drivelab/vq/codecs/gpt.py",
-    "drivelab/vq/codecs/lzma_codec.py",
-    "drivelab/vq/codecs/weights.py",
 )
-# shipped only when a segment uses that codec (each file counts against the rate)
-CODEC_SOURCES = {"prior": ("drivelab/vq/prior.py", "drivelab/vq/codecs/prior.py")}
-# PyPI packages decoding needs (the challenge allows pip installs in decompress.py)
-REQUIREMENTS = ("numpy", "numba", "constriction", "pillow")
+# what else each codec's decoder imports comes from its module's SOURCES (each file counts against
+# the rate); this is the fallback for a codec module that does not say
+DEFAULT_SOURCES = {"gpt": ("drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py",
+                           "drivelab/vq/codecs/weights.py")}
+# drivelab/io.py imports PIL at module level, so pillow is needed wherever it is shipped
+CORE_REQUIREMENTS = ("numpy", "pillow")
+# distributions a requirement brings whose version must be pinned with it
+COMPANIONS = {"numba": ("llvmlite",)}
 
 DECOMPRESS_PY = '''\
 """Restore every segment of this submission into $OUTPUT_DIR under its original file name.
 
-Self-contained: the drivelab decoder ships beside this file; PyPI packages are installed if missing.
+Self-contained: the drivelab decoder ships beside this file. The exact PyPI versions it was
+made with are pinned below; if this Python lacks them they are installed into .deps/ here.
 """
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = Path(os.environ.get("OUTPUT_DIR", HERE))
-REQUIREMENTS = @REQUIREMENTS@
-sys.path.insert(0, str(HERE))
+PINS = @PINS@
+DEPS = HERE / ".deps"
 
 
-def restore(path):
-    from drivelab.io import write_bytes
-    from drivelab.vq import api
-
-    seg = api.decompress(path.read_bytes(), path)
-    write_bytes(OUT / seg.name, seg.raw)
-    return seg.name
+def have(pins):
+    for dist, version in pins.items():
+        try:
+            if metadata.version(dist) != version:
+                return False
+        except metadata.PackageNotFoundError:
+            return False
+    return True
 
 
 if __name__ == "__main__":
-    missing = [r for r in REQUIREMENTS if importlib.util.find_spec("PIL" if r == "pillow" else r) is None]
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", *missing], check=True)
-    files = sorted((HERE / "data").rglob("*.dlvq"))
-    # SHARD=i/n lets a cluster scheduler split the work across machines
-    i, n = map(int, os.environ.get("SHARD", "0/1").split("/"))
-    files = files[i::n]
+    if not have(PINS):
+        sys.path.insert(0, str(DEPS))
+        importlib.invalidate_caches()
+        if not have(PINS):
+            wanted = [f"{dist}=={version}" for dist, version in PINS.items()]
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "--target", str(DEPS), *wanted], check=True)
+            importlib.invalidate_caches()
+    sys.path.insert(0, str(HERE))
+    from drivelab.errors import DrivelabError
+    from drivelab.vq.archive import decompress_many
+
+    # SHARD=i/n splits the work across machines; WORKERS processes on this one
+    shard = tuple(map(int, os.environ.get("SHARD", "0/1").split("/")))
     workers = int(os.environ.get("WORKERS", os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers) as pool:
-        for name in pool.map(restore, files):
-            print(name, file=sys.stderr)
-'''.replace("@REQUIREMENTS@", repr(REQUIREMENTS))
+    try:
+        names = decompress_many([HERE / "data"], OUT, workers=workers, shard=shard)
+    except DrivelabError as e:
+        sys.exit(f"error: {e}")
+    print(f"restored {len(names)} segments into {OUT}", file=sys.stderr)
+'''
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -109,74 +133,95 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return i, n
 
 
-def _compress_one(args: tuple[Segment, str, dict[str, Any]]) -> tuple[str, bytes]:
-    seg, codec, options = args
-    return seg.name, api.compress(seg, codec, **options)
+def pins(used: Iterable[str]) -> dict[str, str]:
+    """Exact installed versions of the distributions the decoders of ``used`` codecs import."""
+    dists: list[str] = list(CORE_REQUIREMENTS)
+    for codec in used:
+        for d in codecs.requirements(codec):
+            dists += [d, *COMPANIONS.get(d, ())]
+    out = {}
+    for d in dict.fromkeys(dists):
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            raise DrivelabError(f"{d} is not installed here, so its version cannot be pinned") from None
+    return out
 
 
-def compress_many(
-    segments: Iterable[Segment], codec: str, workers: int = 1, options: dict[str, Any] | None = None
-) -> Iterable[tuple[str, bytes]]:
-    jobs = [(s, codec, options or {}) for s in segments]
-    if workers <= 1:
-        yield from map(_compress_one, jobs)
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            yield from pool.map(_compress_one, jobs)
+def decompress_script(used: Iterable[str]) -> str:
+    return DECOMPRESS_PY.replace("@PINS@", repr(pins(used)))
 
 
-def write_submission(out: str | Path, compressed: Iterable[tuple[str, bytes]]) -> int:
+def write_submission(out: str | Path, segments: list[Segment], codec: str, workers: int = 1,
+                     solid: bool = False, options: dict[str, Any] | None = None,
+                     progress: Callable[[int], None] | None = None) -> Written:
+    """Write the challenge zip; returns sizes (``bytes`` = the zip's size)."""
     import drivelab
 
     root = Path(drivelab.__file__).resolve().parents[1]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        # source deflates well; the payloads are already entropy coded
-        zf.writestr("decompress.py", DECOMPRESS_PY, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-        used: set[str] = set()
-        for name, data in compressed:
-            zf.writestr(f"data/{name}.dlvq", data)
-            used.add(container.unpack(data, name)[0].codec)
-        extra = [rel for codec in sorted(used) for rel in CODEC_SOURCES.get(codec, ())]
-        for rel in (*SHIPPED_SOURCES, *extra):
+    out = Path(out)
+    with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+        # payloads are entropy coded already; only the Python sources deflate
+        writer = ArchiveWriter(lambda rel, data: zf.writestr(f"{DATA}/{rel}", data), codec)
+        for coded, blobs in encode_segments(segments, codec, workers, solid, options):
+            writer.add(coded, blobs)
+            if progress:
+                progress(len(coded))
+        written = writer.close()
+        zf.writestr("decompress.py", decompress_script([codec]), compress_type=zipfile.ZIP_DEFLATED,
+                    compresslevel=9)
+        for rel in dict.fromkeys((*CORE_SOURCES, *codecs.sources(codec, DEFAULT_SOURCES.get(codec, ())))):
             zf.write(root / rel, rel, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-    write_bytes(out, buf.getvalue())
-    return len(buf.getvalue())
+    written.bytes = out.stat().st_size
+    return written
 
 
-def evaluate(zip_path: str | Path, tokens_dir: str | Path, workers: int = 1) -> dict[str, Any]:
-    """Mirror comma's evaluate.sh: unzip, run decompress.py with OUTPUT_DIR = the unzip folder from
-    another working directory and without drivelab on the path, compare every file, compute the rate."""
+def _fresh_python(folder: Path) -> Path:
+    """A new virtual environment with nothing but pip: what the zip may assume is PyPI, not drivelab's env."""
+    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(folder)
+    return folder / "bin" / "python"
+
+
+def evaluate(zip_path: str | Path, sources: Iterable[str | Path], workers: int = 1,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """comma's evaluate.sh in a fresh venv: unzip, run decompress.py with OUTPUT_DIR = the unzip
+    folder from another working directory, compare every segment exactly, compute the rate."""
     zip_path = Path(zip_path)
     if not zipfile.is_zipfile(zip_path):
         raise DrivelabError("not a zip file", zip_path)
-    originals = {s.name: s for s in iter_segments(tokens_dir)}
-    with tempfile.TemporaryDirectory() as tmp:
+    originals = read_all(sources)
+    with tempfile.TemporaryDirectory(prefix="dlvq-eval-") as tmp:
         unpacked = Path(tmp) / "compression_challenge_submission_decompressed"
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(unpacked)
         if not (unpacked / "decompress.py").is_file():
             raise DrivelabError("submission has no decompress.py", zip_path)
-        # the evaluator's environment has PyPI packages, not this checkout: the zip must be enough
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if log:
+            log("creating a fresh virtual environment")
+        python = _fresh_python(Path(tmp) / "venv")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
         env.update(OUTPUT_DIR=str(unpacked), WORKERS=str(workers))
-        cmd = [sys.executable, str(unpacked / "decompress.py")]
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        if log:
+            log("running decompress.py")
+        proc = subprocess.run([str(python), str(unpacked / "decompress.py")], cwd=tmp, env=env,
+                              capture_output=True, text=True)
         if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-            raise DrivelabError(f"decompress.py failed: {tail[0]}", zip_path)
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["?"]
+            raise DrivelabError(f"decompress.py failed in a fresh venv: {tail[0]}", zip_path)
         tokens = 0
-        for name, seg in originals.items():
-            restored = unpacked / name
+        for seg in originals:
+            restored = unpacked / seg.name
             if not restored.is_file():
-                raise DrivelabError(f"segment {name} was not restored", zip_path)
+                raise DrivelabError(f"segment {seg.name} was not restored", zip_path)
             # comma compares arrays (np.load == original); we also demand identical .npy bytes
+            got = np.load(io.BytesIO(restored.read_bytes()), allow_pickle=False)
+            if got.shape != seg.tokens.shape or not np.array_equal(got, seg.tokens):
+                diff = ("shape" if got.shape != seg.tokens.shape else
+                        f"{int((got != seg.tokens).sum())} tokens")
+                raise DrivelabError(f"segment {seg.name} differs from the original ({diff})", zip_path)
             if restored.read_bytes() != seg.raw:
-                got = np.load(restored)
-                diff = (
-                    "shape" if got.shape != seg.tokens.shape else f"{int((got != seg.tokens).sum())} tokens"
-                )
-                raise DrivelabError(f"segment {name} differs from the original ({diff})", zip_path)
+                raise DrivelabError(f"segment {seg.name}: same tokens, different .npy bytes", zip_path)
             tokens += seg.tokens.size
     size = zip_path.stat().st_size
-    return {"segments": len(originals), "tokens": tokens, "zip_bytes": size, "rate": tokens * 10 / 8 / size}
+    return {"segments": len(originals), "tokens": tokens, "zip_bytes": size,
+            "rate": tokens * 10 / 8 / size, "python": sys.version.split()[0]}

@@ -1,49 +1,48 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
-import zipfile
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from drivelab.errors import DrivelabError
 from drivelab.vq.cli import app
-from drivelab.vq.submission import evaluate
 from drivelab.vq.tokens import iter_segments, npy_bytes
 
 runner = CliRunner()
 
 
 def _run(*args: str):
-    result = runner.invoke(app, list(args), catch_exceptions=True)
-    return result
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
 
 
 def test_compress_decompress_cli(tmp_path, real_tokens):
     src = tmp_path / "seg.token.npy"
     src.write_bytes(npy_bytes(real_tokens[:10]))
-    r = _run("compress", str(src), "--codec", "context", "--out", str(tmp_path / "seg.dlvq"))
+    r = _run("compress", src, "--codec", "context", "--out", tmp_path / "seg.dlvq",
+             "--json", tmp_path / "r.json")
     assert r.exit_code == 0, r.output
-    r = _run("decompress", str(tmp_path / "seg.dlvq"), "--out", str(tmp_path / "out"))
+    assert json.loads((tmp_path / "r.json").read_text())["bytes"] == (tmp_path / "seg.dlvq").stat().st_size
+    r = _run("decompress", tmp_path / "seg.dlvq", "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "seg.token.npy").read_bytes() == src.read_bytes()
-    r = _run("info", str(tmp_path / "seg.dlvq"))
+    r = _run("info", tmp_path / "seg.dlvq")
     assert '"codec": "context"' in r.output
 
 
 def test_corrupt_file_is_a_drivelab_error(tmp_path, real_tokens):
     src = tmp_path / "seg.npy"
     src.write_bytes(npy_bytes(real_tokens[:4]))
-    _run("compress", str(src), "--codec", "lzma", "--out", str(tmp_path / "a.dlvq"))
+    _run("compress", src, "--codec", "lzma", "--out", tmp_path / "a.dlvq")
     data = (tmp_path / "a.dlvq").read_bytes()
     (tmp_path / "a.dlvq").write_bytes(data[:-3])
-    r = _run("decompress", str(tmp_path / "a.dlvq"), "--out", str(tmp_path / "o"))
+    r = _run("decompress", tmp_path / "a.dlvq", "--out", tmp_path / "o")
     assert isinstance(r.exception, DrivelabError) and "truncated" in str(r.exception)
 
 
-def test_tar_shard_reading(tmp_path, real_tokens):
+def test_tar_shard_without_json_uses_member_names(tmp_path, real_tokens):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for i in range(2):
@@ -60,26 +59,30 @@ def test_tar_shard_reading(tmp_path, real_tokens):
     assert segs[1].raw == npy_bytes(real_tokens[3:6])
 
 
-def test_submission_and_evaluate(tmp_path, real_tokens):
-    data = tmp_path / "tokens"
-    data.mkdir()
-    for i in range(2):
-        (data / f"seg{i}.token.npy").write_bytes(npy_bytes(real_tokens[i * 8 : i * 8 + 8]))
-    zpath = tmp_path / "submission.zip"
-    # lzma keeps the test fast: decompress.py runs the shipped sources, which numba would compile cold
-    r = _run("submission", str(data), "--codec", "lzma", "--out", str(zpath), "--workers", "2")
+def test_archive_folder_solid_and_several_sources(tmp_path, real_tokens):
+    """Two source folders in one call, two solid chains (workers), restored in one call."""
+    for k in range(2):
+        d = tmp_path / f"src{k}"
+        d.mkdir()
+        for i in range(2):
+            j = (2 * k + i) * 10
+            np.save(d / f"s{k}{i}.npy", real_tokens[j : j + 10])
+    arch = tmp_path / "arch"
+    r = _run("compress", tmp_path / "src0", tmp_path / "src1", "--out", arch, "--solid", "--workers", "2",
+             "--json", tmp_path / "r.json")
     assert r.exit_code == 0, r.output
-    names = zipfile.ZipFile(zpath).namelist()
-    # comma's evaluator only has PyPI packages: the decoder's sources ship inside the zip
-    shipped = {"decompress.py", "drivelab/vq/api.py", "drivelab/vq/cm.py", "data/seg0.token.npy.dlvq"}
-    assert shipped <= set(names)
-    result = evaluate(zpath, data)
-    assert result["segments"] == 2 and result["tokens"] == 2 * 8 * 128
-    assert result["rate"] == pytest.approx(2 * 8 * 128 * 1.25 / zpath.stat().st_size)
-    # a changed original must fail the exact comparison
-    (data / "seg1.token.npy").write_bytes(npy_bytes(np.zeros((8, 8, 16), np.int16)))
-    with pytest.raises(DrivelabError, match="differs"):
-        evaluate(zpath, data)
+    assert sorted(p.name for p in arch.iterdir()) == ["archive.dlva"] + [f"s{k}{i}.npy.dlvq" for k in (0, 1)
+                                                                          for i in (0, 1)]
+    r = _run("decompress", arch, "--out", tmp_path / "out", "--workers", "2")
+    assert r.exit_code == 0, r.output
+    for k in range(2):
+        for i in range(2):
+            assert (tmp_path / "out" / f"s{k}{i}.npy").read_bytes() == (tmp_path / f"src{k}" / f"s{k}{i}.npy"
+                                                                       ).read_bytes()
+    r = _run("decompress", arch / "s01.npy.dlvq", "--out", tmp_path / "o2")
+    assert isinstance(r.exception, DrivelabError) and "whole archive" in str(r.exception)
+    r = _run("compress", tmp_path / "src0", "--out", tmp_path / "x", "--codec", "lzma", "--solid")
+    assert isinstance(r.exception, DrivelabError) and "no solid mode" in str(r.exception)
 
 
 def test_shard_flag(tmp_path, real_tokens):
@@ -87,8 +90,17 @@ def test_shard_flag(tmp_path, real_tokens):
     data.mkdir()
     for i in range(3):
         (data / f"s{i}.npy").write_bytes(npy_bytes(real_tokens[i : i + 2]))
-    r = _run("compress", str(data), "--codec", "lzma", "--out", str(tmp_path / "c"), "--shard", "1/2")
+    r = _run("compress", data, "--codec", "lzma", "--out", tmp_path / "c", "--shard", "1/2")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["s1.npy.dlvq"]
-    r = _run("compress", str(data), "--codec", "lzma", "--out", str(tmp_path / "c"), "--shard", "2/2")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["archive.dlva", "s1.npy.dlvq"]
+    r = _run("compress", data, "--codec", "lzma", "--out", tmp_path / "c2", "--shard", "2/2")
     assert isinstance(r.exception, DrivelabError)
+
+
+def test_options_that_do_not_apply_are_refused(tmp_path, real_tokens):
+    np.save(tmp_path / "s.npy", real_tokens[:2])
+    r = _run("compress", tmp_path / "s.npy", "--codec", "lzma", "--start", tmp_path / "s.npy", "--out",
+             tmp_path / "s.dlvq")
+    assert isinstance(r.exception, DrivelabError) and "--start" in str(r.exception)
+    r = _run("compress", tmp_path / "s.npy", "--codec", "prior", "--out", tmp_path / "s.dlvq")
+    assert isinstance(r.exception, DrivelabError) and "--model" in str(r.exception)

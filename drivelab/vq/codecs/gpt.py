@@ -372,9 +372,11 @@ def encode_with(
     return out
 
 
-def encode(tokens: np.ndarray, **options: Any) -> tuple[bytes, dict[str, Any]]:
+def encode(tokens: np.ndarray, model_path: str | Path | None = None, context: int | None = None,
+           stride: int | None = None, embed: bool = True, device: str = "auto",
+           dtype: str | None = None) -> tuple[bytes, dict[str, Any]]:
     """One segment = a batch of one (the registry's single-segment interface)."""
-    return encode_batch([tokens], **options)[0]
+    return encode_batch([tokens], model_path, context, stride, embed, device, dtype)[0]
 
 
 def decode_batch(
@@ -431,6 +433,6 @@ def decode_with(
 
 def decode(
     payload: bytes, extra: dict[str, Any], frames: int, model: str | Path | None = None,
-    device: str = "auto", **_: Any,
+    device: str = "auto", progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    return decode_batch([(payload, extra, frames)], model, device)[0]
+    return decode_batch([(payload, extra, frames)], model, device, progress)[0]

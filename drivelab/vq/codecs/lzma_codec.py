@@ -9,6 +9,9 @@ import numpy as np
 
 from drivelab.errors import DrivelabError
 
+REQUIREMENTS = ("numpy",)
+SOURCES = ("drivelab/vq/codecs/lzma_codec.py",)
+
 
 def encode(tokens: np.ndarray, **_: Any) -> tuple[bytes, dict[str, Any]]:
     return lzma.compress(tokens.astype(np.int16).T.copy().tobytes()), {}
