@@ -65,8 +65,8 @@ CORE_SOURCES = (
 # the rate); this is the fallback for a codec module that does not say
 DEFAULT_SOURCES = {"gpt": ("drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py",
                            "drivelab/vq/codecs/weights.py")}
-# drivelab/io.py imports PIL at module level, so pillow is needed wherever it is shipped
-CORE_REQUIREMENTS = ("numpy", "pillow")
+# what the shipped core (tokens, container, archive, drivelab.io's atomic writes) imports
+CORE_REQUIREMENTS = ("numpy",)
 # distributions a requirement brings whose version must be pinned with it
 COMPANIONS = {"numba": ("llvmlite",)}
 
