@@ -171,7 +171,7 @@ def map_items(fn: Callable[..., Any], items: Iterable[Any], opts: RayOptions, *,
     if not items:
         return []
     ray = connect(opts)
-    remote = ray.remote(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)(fn)
+    remote = ray.remote(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)(_call_owned)
     shared = [ray.put(a) for a in args]
     limit = _concurrency(ray, opts)
     refs: dict[Any, int] = {}
@@ -179,7 +179,7 @@ def map_items(fn: Callable[..., Any], items: Iterable[Any], opts: RayOptions, *,
     pending = iter(enumerate(items))
     with tqdm(total=len(items), desc=desc, disable=not progress, leave=False) as bar:
         for i, item in _take(pending, limit):
-            refs[remote.remote(item, *shared)] = i
+            refs[remote.remote(fn, item, *shared)] = i
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
@@ -189,8 +189,16 @@ def map_items(fn: Callable[..., Any], items: Iterable[Any], opts: RayOptions, *,
                     _reraise(e)
                 bar.update(1)
             for i, item in _take(pending, 1):
-                refs[remote.remote(item, *shared)] = i
+                refs[remote.remote(fn, item, *shared)] = i
     return results
+
+
+def _call_owned(fn: Callable[..., Any], item: Any, *args: Any) -> Any:
+    """Run ``fn`` on private copies of its inputs: Ray hands numpy arrays out of its object store
+    read-only, and the single-process code may write into what it is given."""
+    import pickle
+
+    return fn(*pickle.loads(pickle.dumps((item, *args))))
 
 
 def _take(it: Iterator, n: int) -> list:

@@ -98,3 +98,21 @@ def test_worker_errors_reach_the_user_as_one_line(tiny_run, local_ray, tmp_path:
         write_png(tmp_path / "bad" / (Path(it.name).stem + ".png"), mask)
     with pytest.raises(DrivelabError, match="value 9"):
         evaluate(tmp_path / "bad", data, split="all", ray=local_ray, progress=False)
+
+
+def test_vq_archives_on_ray_are_the_local_bytes(local_ray, commavq_tokens, tmp_path: Path) -> None:
+    from drivelab.vq.archive import compress_to_folder, decompress_many
+    from drivelab.vq.tokens import npy_bytes, parse_npy
+
+    real_tokens = np.load(commavq_tokens)
+    segs = [parse_npy(npy_bytes(real_tokens[i * 20:(i + 1) * 20]), f"s{i}.npy") for i in range(4)]
+    for solid, workers in ((False, 1), (True, 2)):
+        local, remote = tmp_path / f"local{solid}", tmp_path / f"ray{solid}"
+        compress_to_folder(segs, local, "context", workers=workers, solid=solid)
+        compress_to_folder(segs, remote, "context", workers=workers, solid=solid, ray=local_ray)
+        files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(remote) for p in remote.rglob("*") if p.is_file())
+        assert all((local / f).read_bytes() == (remote / f).read_bytes() for f in files)
+        names = decompress_many([remote], tmp_path / f"back{solid}", ray=local_ray)
+        assert sorted(names) == [s.name for s in segs]
+        assert all((tmp_path / f"back{solid}" / s.name).read_bytes() == s.raw for s in segs)

@@ -110,8 +110,10 @@ def plan_chains(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 def encode_segments(segments: list[Segment], codec: str, workers: int = 1, solid: bool = False,
-                    options: dict[str, Any] | None = None) -> Iterator[tuple[list[tuple[str, bytes]], dict]]:
-    """Yield (coded segments, shared blobs) per task, in segment order."""
+                    options: dict[str, Any] | None = None, ray: Any = None,
+                    ) -> Iterator[tuple[list[tuple[str, bytes]], dict]]:
+    """Yield (coded segments, shared blobs) per task, in segment order. ``ray``: a
+    ``drivelab.cluster.RayOptions``: the same tasks as Ray tasks (the same bytes come back)."""
     if solid and not codecs.solid(codec):
         raise DrivelabError(f"the {codec} codec has no solid mode")
     options = prepare_options(codec, options or {})
@@ -122,7 +124,11 @@ def encode_segments(segments: list[Segment], codec: str, workers: int = 1, solid
     else:
         tasks = [(codec, segments[a : a + per_task], options, None)
                  for a in range(0, len(segments), per_task)]
-    if workers <= 1 or len(tasks) == 1:
+    if ray is not None:
+        from drivelab.cluster import map_items
+
+        yield from map_items(_encode_task, tasks, ray, progress=False, desc="compress")
+    elif workers <= 1 or len(tasks) == 1:
         yield from map(_encode_task, tasks)
     else:
         with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
@@ -180,14 +186,14 @@ class ArchiveWriter:
 
 def compress_to_folder(segments: list[Segment], out: Path, codec: str, workers: int = 1, solid: bool = False,
                        embed: bool = True, options: dict[str, Any] | None = None,
-                       progress: Callable[[int], None] | None = None) -> Written:
+                       progress: Callable[[int], None] | None = None, ray: Any = None) -> Written:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DrivelabError("--out must be a folder for several segments", out)
     if out.is_dir() and any(out.glob(f"*{SUFFIX}")):
         raise DrivelabError("folder already holds .dlvq files; give an empty or new folder", out)
     writer = ArchiveWriter(lambda rel, data: write_bytes(out / rel, data), codec, embed)
-    for coded, blobs in encode_segments(segments, codec, workers, solid, options):
+    for coded, blobs in encode_segments(segments, codec, workers, solid, options, ray):
         writer.add(coded, blobs)
         if progress:
             progress(len(coded))
@@ -318,7 +324,7 @@ def warm_up() -> None:
 
 def decompress_many(sources: Iterable[str | Path], out: str | Path, workers: int = 1,
                     models: Iterable[str | Path] = (), progress: Callable[[int], None] | None = None,
-                    shard: tuple[int, int] = (0, 1), device: str = "auto") -> list[str]:
+                    shard: tuple[int, int] = (0, 1), device: str = "auto", ray: Any = None) -> list[str]:
     """Restore every segment of the given archives / .dlvq files into ``out``; returns the names.
     ``shard=(i, n)``: only every n-th independent segment, solid chain or gpt batch, starting at i.
     ``models``: shared state left out of the archive; for gpt archives, the weights file (checked
@@ -339,7 +345,11 @@ def decompress_many(sources: Iterable[str | Path], out: str | Path, workers: int
         if workers > 1 and any(it.header.codec in ("context", "prior", "mix") for it in items):
             warm_up()
         tasks = [(g, store, staging, gpt_options) for g in groups]
-        if workers <= 1 or len(tasks) <= 1:
+        if ray is not None:  # Ray tasks, one per independent group; the staging folder is shared
+            from drivelab.cluster import map_items
+
+            results = map_items(_decode_group, tasks, ray, progress=False, desc="decompress")
+        elif workers <= 1 or len(tasks) <= 1:
             results: Iterable[list[str]] = map(_decode_group, tasks)
         else:
             pool = ProcessPoolExecutor(min(workers, len(tasks)))

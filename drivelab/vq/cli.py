@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from drivelab import cliutil as cu
 from drivelab.errors import DrivelabError
 
 app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
@@ -83,6 +84,8 @@ def compress(
     workers: int = typer.Option(1, "--workers", help="Processes (solid: chains) coding segments in "
                                 "parallel."),
     json_out: Path | None = typer.Option(None, "--json", help="Write sizes and rates here as JSON."),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
 ) -> None:
     """Losslessly compress token segments into a .dlvq file or an archive folder."""
     from drivelab.io import write_bytes
@@ -108,7 +111,8 @@ def compress(
         raise DrivelabError(f"no segments in shard {shard}")
     bar, advance = _progress(len(segs), "compress")
     with bar:
-        w = compress_to_folder(segs, out, codec, workers, solid, embed, opts, advance)
+        w = compress_to_folder(segs, out, codec, workers, solid, embed, opts, advance,
+                               ray=cu.ray_options(ray, concurrency))
     rate = w.tokens * 1.25 / max(w.bytes, 1)
     _write_json(json_out, {"segments": w.segments, "bytes": w.bytes, "tokens": w.tokens, "rate": rate,
                            "sizes": w.sizes})
@@ -126,11 +130,13 @@ def decompress(
                                "cpu."),
     workers: int = typer.Option(1, "--workers", help="Processes (independent segments or solid chains in "
                                 "parallel)."),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
 ) -> None:
     """Restore the original .npy segments byte for byte (checksums verified; nothing written on failure)."""
     from drivelab.vq.archive import decompress_many
 
-    names = decompress_many(src, out, workers, model, device=device)
+    names = decompress_many(src, out, workers, model, device=device, ray=cu.ray_options(ray, concurrency))
     typer.echo(f"restored {len(names)} segment(s) into {out}")
 
 
@@ -155,6 +161,8 @@ def submission(
     solid: bool = typer.Option(False, help="Carry the model across segments (one chain per worker)."),
     workers: int = typer.Option(1, help="Processes (solid: chains) coding segments in parallel."),
     json_out: Path | None = typer.Option(None, "--json", help="Write sizes and the rate here as JSON."),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
 ) -> None:
     """Write the zip comma's compression-challenge evaluator expects (archive + decompress.py + decoder)."""
     from drivelab.vq.submission import write_submission
@@ -164,7 +172,7 @@ def submission(
     bar, advance = _progress(len(segs), "compress")
     with bar:
         w = write_submission(out, segs, codec, workers, solid, _options(codec, model, context, True, start),
-                             advance)
+                             advance, ray=cu.ray_options(ray, concurrency))
     rate = w.tokens * 1.25 / w.bytes
     _write_json(json_out, {"segments": w.segments, "zip_bytes": w.bytes, "tokens": w.tokens, "rate": rate})
     typer.echo(f"{out}: {w.segments} segments, {w.bytes} bytes, rate {rate:.3f}")

@@ -154,7 +154,7 @@ def decompress_script(used: Iterable[str]) -> str:
 
 def write_submission(out: str | Path, segments: list[Segment], codec: str, workers: int = 1,
                      solid: bool = False, options: dict[str, Any] | None = None,
-                     progress: Callable[[int], None] | None = None) -> Written:
+                     progress: Callable[[int], None] | None = None, ray: Any = None) -> Written:
     """Write the challenge zip; returns sizes (``bytes`` = the zip's size)."""
     import drivelab
 
@@ -163,7 +163,7 @@ def write_submission(out: str | Path, segments: list[Segment], codec: str, worke
     with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         # payloads are entropy coded already; only the Python sources deflate
         writer = ArchiveWriter(lambda rel, data: zf.writestr(f"{DATA}/{rel}", data), codec)
-        for coded, blobs in encode_segments(segments, codec, workers, solid, options):
+        for coded, blobs in encode_segments(segments, codec, workers, solid, options, ray):
             writer.add(coded, blobs)
             if progress:
                 progress(len(coded))
