@@ -46,7 +46,10 @@ async def save_instances(request: Request, name: str, version: int = Query(..., 
     state.require_writable()
     io = instance_io(state)
     it: Item = await run_in_threadpool(state.item, name)
-    body = await read_body(request, state.max_upload)
+    h, w = io.size(it)
+    # Run lengths of every object's pixels stay far below a few bytes per pixel: a tighter cap than
+    # --max-upload for the JSON the server must parse.
+    body = await read_body(request, min(state.max_upload, 4 * h * w + (1 << 20)))
 
     def work() -> dict:
         try:
