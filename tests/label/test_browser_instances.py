@@ -132,6 +132,18 @@ def test_polygon_split_merge_grabcut_saved_pixel_exact(totes, page):
         wait_until(page, f"window.labelApp.I.objects.length === {n0 + 1}")
         poly = page.evaluate("window.labelApp.I.objects.at(-1)")
         assert poly["kind"] == "polygon" and poly["rings"] == [[8.5, 8.5, 40.5, 10.5, 44.5, 44.5, 10.5, 34.5]]
+        # ... and a second polygon object with a hole (shift enter: a hole in the selected object)
+        page.keyboard.press("Escape")
+        for x, y in ((100, 70), (150, 72), (148, 112), (102, 110)):
+            page.mouse.click(*at(x, y))
+        page.keyboard.press("Enter")
+        for x, y in ((115, 85), (135, 85), (125, 100)):
+            page.mouse.click(*at(x, y))
+        page.keyboard.press("Shift+Enter")
+        holed = page.evaluate("window.labelApp.I.objects.at(-1)")
+        assert len(holed["holes"]) == 1 and page.evaluate("window.labelApp.I.objects.length") == n0 + 2
+        hole_shape = _shape(page.evaluate(SHAPE, n0 + 1))
+        assert hole_shape[72:108, 102:146].any() and not hole_shape[92, 125]  # the hole is not the object's
 
         # 3. split the largest remaining original object with a horizontal cut through its middle
         sizes = [page.evaluate(RUNS, i) for i in range(page.evaluate("window.labelApp.I.objects.length"))]
@@ -146,7 +158,7 @@ def test_polygon_split_merge_grabcut_saved_pixel_exact(totes, page):
         page.mouse.click(*at(max(0, xs.min() - 2), row))
         page.mouse.click(*at(min(TW - 1, xs.max() + 2), row))
         page.keyboard.press("Enter")
-        wait_until(page, f"window.labelApp.I.objects.length === {n0 + 2}")
+        wait_until(page, f"window.labelApp.I.objects.length === {n0 + 3}")
         top, bottom = _shape(page.evaluate(SHAPE, big)), _shape(page.evaluate(SHAPE, big + 1))
         assert not (top & bottom).any() and np.array_equal(top | bottom, before)
         assert top.any() and bottom.any()
@@ -156,8 +168,8 @@ def test_polygon_split_merge_grabcut_saved_pixel_exact(totes, page):
         page.mouse.click(*at(*page.evaluate(VISIBLE_PIXEL, big)))
         page.keyboard.press("j")
         page.mouse.click(*at(*page.evaluate(VISIBLE_PIXEL, big + 1)))
-        wait_until(page, f"window.labelApp.I.objects.length === {n0 + 1}")
-        np.testing.assert_array_equal(_shape(page.evaluate(SHAPE, big if big < big + 1 else big - 1)), before)
+        wait_until(page, f"window.labelApp.I.objects.length === {n0 + 2}")
+        np.testing.assert_array_equal(_shape(page.evaluate(SHAPE, big)), before)
 
         # 5. save; what the page shows is what pycocotools decodes from the file
         page.keyboard.press("Control+s")
@@ -176,7 +188,8 @@ def test_polygon_split_merge_grabcut_saved_pixel_exact(totes, page):
                else mask_utils.frPyObjects(seg, TH, TW))
         np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), _mask(runs),
                                       err_msg=f"annotation {a['id']}")
-    assert anns[-1]["segmentation"] == [[8.5, 8.5, 40.5, 10.5, 44.5, 44.5, 10.5, 34.5]]  # the polygon
+    assert anns[-2]["segmentation"] == [[8.5, 8.5, 40.5, 10.5, 44.5, 44.5, 10.5, 34.5]]  # the polygon
+    assert isinstance(anns[-1]["segmentation"], dict)  # with a hole: no COCO polygon holds it, an RLE
     assert isinstance(anns[gc_index]["segmentation"], dict)  # GrabCut's pixels: an RLE
     report = validate_dataset(totes, progress=False)
     assert report.ok, [str(p) for p in report.problems]
