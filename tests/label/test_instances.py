@@ -377,5 +377,6 @@ def test_kill_at_every_step_of_an_instance_save(totes):
         else:  # committed just before the kill
             assert len(anns) == len(new)
         assert not list(totes.rglob("*.tmp")), list(totes.rglob("*.tmp"))
+    print(f"{kills} kill points")
     assert kills >= 8, kills  # history copy + manifest + json + commit: every boundary was hit
     _validate_ok(totes)
