@@ -28,6 +28,7 @@ import json
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,8 +280,6 @@ class InstanceIO:
             if (again["version"], again["digest"]) != (rec["version"], rec["digest"]):
                 continue
             if data is not None and rec["digest"] and sha256(data) != rec["digest"]:
-                import time
-
                 time.sleep(0.02)  # a save has written the json and is about to commit
                 continue
             break
