@@ -193,3 +193,34 @@ def test_polygon_split_merge_grabcut_saved_pixel_exact(totes, page):
     assert isinstance(anns[gc_index]["segmentation"], dict)  # GrabCut's pixels: an RLE
     report = validate_dataset(totes, progress=False)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_object_edits_survive_a_closed_tab(totes, page):
+    """Unsaved object edits are drafted (IndexedDB); a new tab offers the draft, restores it, saves it."""
+    item = open_dataset(totes).items[1]
+    with serve(create_app(totes, user="ann")) as url:
+        page.goto(url)
+        page.wait_for_selector(".card")
+        page.click(f'.card:has(span[title="{item.name}"])')
+        wait_until(page, "window.labelApp.I.objects.length > 0")
+        n = page.evaluate("window.labelApp.I.objects.length")
+        kept = page.evaluate("window.labelApp.I.objects.slice(1).map((o) => o.id)")
+        page.evaluate("window.labelApp.objects.select(0)")
+        page.keyboard.press("Delete")
+        page.wait_for_timeout(1200)  # the draft is written 0.7 s after the last edit
+        again = page.context.new_page()
+        again.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.close()
+        again.goto(url)
+        again.wait_for_selector(".card")
+        again.click(f'.card:has(span[title="{item.name}"])')
+        wait_until(again, "!document.querySelector('#banner').hidden")
+        assert "Unsaved local draft" in again.text_content("#banner")
+        assert again.evaluate("window.labelApp.I.objects.length") == n
+        again.click("#banner button >> nth=0")  # restore
+        assert again.evaluate("window.labelApp.I.objects.length") == n - 1
+        again.keyboard.press("Control+s")
+        wait_until(again, "window.labelApp.E.version === 1 && !window.labelApp.E.dirty")
+    anns = [a for a in json.loads((totes / "annotations" / "train.json").read_text())["annotations"]
+            if a["image_id"] == item.meta["image_id"]]
+    assert [a["id"] for a in anns] == kept

@@ -380,3 +380,29 @@ def test_kill_at_every_step_of_an_instance_save(totes):
     print(f"{kills} kill points")
     assert kills >= 8, kills  # history copy + manifest + json + commit: every boundary was hit
     _validate_ok(totes)
+
+
+def test_an_image_without_annotations_is_labelled_from_scratch(totes):
+    path = totes / "annotations" / "train.json"
+    data = json.loads(path.read_text())
+    item = open_dataset(totes).items[2]
+    iid = item.meta["image_id"]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != iid]
+    path.write_text(json.dumps(data, indent=2))
+    c = client(totes)
+    assert c.get("/api/instances", params={"name": item.name}).json()["objects"] == []
+    a = np.zeros((TH, TW), bool)
+    a[5:20, 5:30] = True
+    poly = [[40.5, 30.5, 70.5, 32.5, 60.5, 55.5]]
+    b = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, TH, TW))).astype(bool)
+    sent = [{"id": None, "category_id": 1, "runs": runs_of(a)},
+            {"id": None, "category_id": 1, "runs": runs_of(b), "polygons": poly}]
+    r = c.post("/api/instances", params={"name": item.name, "version": 0}, json={"objects": sent})
+    assert [o["stored"] for o in r.json()["objects"]] == ["rle", "polygon"]
+    raw = path.read_text()
+    assert raw.startswith("{\n  ")  # the file keeps its indented style
+    anns = _anns(json.loads(raw), iid)
+    np.testing.assert_array_equal(_decode(anns[0]), a)
+    np.testing.assert_array_equal(_decode(anns[1]), b)
+    assert min(x["id"] for x in anns) > max(x["id"] for x in data["annotations"])
+    _validate_ok(totes)
