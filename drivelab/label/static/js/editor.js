@@ -87,6 +87,7 @@ export async function openImage(i, name = null) {
   loadHistory();
   if (!objects && S.info.findings?.length) loadFindings();
   if (S.info.has_model && E.predMode !== "off") loadPred();
+  if (E.tool === "superpixel") actions.loadSuperpixels?.(); // the tool stays on from image to image
   offerDraft(name);
   canvas.focus();
 }
