@@ -28,9 +28,10 @@ from drivelab.label.models import InstanceModel, SamModel
 from drivelab.label.security import Access
 from drivelab.label.store import BUSY_TIMEOUT, ReadOnlyStore, ReviewStore
 from drivelab.label.versions import RecoveryReport
+from drivelab.painter import OPACITY
 
 DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
-OVERLAY_ALPHA = 0.5  # opacity of class colours over the image, grid and editor alike
+OVERLAY_ALPHA = OPACITY  # the painter's opacity: class colours over the image, grid and editor alike
 DIFF_COLOR = (255, 0, 255)  # "prediction differs from the mask"
 
 
