@@ -1,7 +1,8 @@
 """The label app's HTTP side: a FastAPI app over one dataset.
 
 Masks travel as raw bytes (H*W uint8 train ids, 255 unlabelled; gzip on the wire) so what the
-browser paints is what the server saves, with no image codec or colour management in between.
+browser paints is what the server saves, with no image codec or colour management in between; COCO
+objects travel as pycocotools run lengths, for the same reason.
 ``create_app`` assembles the pieces: the shared ``LabelState`` (``state.py``), one router per area
 (``routes/``), the security middleware (``security.py``: host, token, CSRF and origin checks,
 security headers) and the mapping of errors to HTTP answers. Every handler that touches disk or
@@ -49,6 +50,9 @@ def create_app(
     reader_options: dict | None = None,
     device: str = "auto",
     store_timeout: float = BUSY_TIMEOUT,
+    findings: Iterable[str | Path] = (),
+    sam: str | Path | None = None,
+    score: float = 0.5,
 ) -> FastAPI:
     """The label app for one dataset.
 
@@ -59,6 +63,10 @@ def create_app(
     one local user and state-changing calls need the page's CSRF header. ``allow_hosts``: extra
     names the server may be reached under (LAN names; IP literals and localhost always work).
     ``table``: a per-image table (Parquet/CSV with ``name, loss``) to sort by model loss.
+    On a COCO dataset ``model`` is an instance checkpoint whose objects scoring ``score`` or more are
+    offered as editable objects. ``findings``: overunder.json / per_image.parquet / audit tables (or
+    folders holding them) whose regions are drawn on the images. ``sam``: a local Segment Anything
+    checkpoint (needs the optional ``segment-anything`` package).
     """
     if token is not None and users:
         raise DrivelabError("give either one token or a users table, not both")
@@ -70,7 +78,7 @@ def create_app(
     access = Access(local_user=local, tokens=tokens, allow_hosts=set(allow_hosts))
     state = LabelState(dataset_root, access=access, model=model, table=table, format=format,
                        reader_options=reader_options, max_upload=max_upload, device=device,
-                       store_timeout=store_timeout)
+                       store_timeout=store_timeout, findings=list(findings), sam=sam, score=score)
 
     app = FastAPI(title="drivelab label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.label = state

@@ -58,7 +58,15 @@ def label(
     users: Path = typer.Option(None, "--users", help="YAML file of labellers and tokens ({name: token})."),
     allow_host: list[str] = typer.Option(None, "--allow-host", help="Host name the app may be reached "
                                          "under (repeat), e.g. a LAN name; IP addresses always work."),
-    model: Path = typer.Option(None, help="Checkpoint or run folder: show its predictions and diffs."),
+    model: Path = typer.Option(None, help="Checkpoint or run folder: show its predictions and diffs; on a "
+                               "COCO dataset an instance checkpoint whose objects become editable."),
+    score: float = typer.Option(0.5, min=0.0, max=1.0, help="Instance models: objects scoring at least "
+                                "this are offered."),
+    findings: list[Path] = typer.Option(None, "--findings", help="overunder.json, per_image.parquet, "
+                                        "audit.parquet/csv or a folder of them (repeat): regions drawn on "
+                                        "the images."),
+    sam: Path = typer.Option(None, "--sam", help="Local Segment Anything checkpoint (.pth) for point/box "
+                             "prompts; needs the optional segment-anything package, never downloads."),
     device: str = typer.Option("auto", help="Device for --model: auto (cuda when available), cpu, cuda..."),
     table: Path = typer.Option(None, help="Per-image table (parquet/csv with name, loss) to sort by loss."),
     format: str = typer.Option(None, "--format", help="Dataset format (default: detected)."),
@@ -94,7 +102,7 @@ def label(
     try:
         app = create_app(dataset, model=model, token=token, users=team or None, user=local, table=table,
                          format=format, max_upload=max_upload_mb * 1024 * 1024, allow_hosts=allowed,
-                         device=device)
+                         device=device, findings=findings or [], sam=sam, score=score)
         state = app.state.label
         port = sock.getsockname()[1]
         shown = "[" + host + "]" if ":" in host else host

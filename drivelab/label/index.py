@@ -258,17 +258,7 @@ class ImageIndex:
             raise ValueError(f"unknown status {status!r}: {', '.join(STATUSES)}")
         offset, limit = max(0, int(offset)), max(1, min(MAX_LIMIT, int(limit)))
         with self._lock:
-            n = len(self.items)
-            keep = np.ones(n, bool)
-            if split:
-                code = self.splits.index(split) if split in self.splits else -1
-                keep &= self.split_code == code
-            if status:
-                keep &= self.status_code == STATUSES.index(status)
-            if q:
-                needle = q.lower()
-                keep &= np.fromiter((needle in s for s in self.lower), bool, n)
-            order = self._order(sort, keep)
+            order = self._order(sort, self._keep(split, status, q))
             cols = (self.items, self.split_code, self.status_code, self.has_mask, self.holder, self.version,
                     self.priority, self.loss, self.n_comments)
         exact = True
@@ -293,6 +283,51 @@ class ImageIndex:
             "priority": _num(priority[i]), "loss": _num(loss[i]), "n_comments": int(n_comments[i]),
         } for i in order.tolist()]
         return {"total": total, "total_exact": exact, "offset": offset, "limit": limit, "items": rows}
+
+    def _keep(self, split: str | None, status: str | None, q: str | None) -> np.ndarray:
+        n = len(self.items)
+        keep = np.ones(n, bool)
+        if split:
+            code = self.splits.index(split) if split in self.splits else -1
+            keep &= self.split_code == code
+        if status:
+            keep &= self.status_code == STATUSES.index(status)
+        if q:
+            needle = q.lower()
+            keep &= np.fromiter((needle in s for s in self.lower), bool, n)
+        return keep
+
+    def next_after(self, name: str, want: str, user: str, *, sort: str = "name", split: str | None = None,
+                   status: str | None = None, q: str | None = None) -> dict[str, Any]:
+        """The first image after ``name`` in ``sort`` order (wrapping round; ``name`` itself never) that
+        is ``unlabelled``, ``needs_fix`` or ``mine`` (in progress, held by ``user``): {"name",
+        "position" (its row in the list filtered by split/status/q, or None), "remaining"}."""
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}: {', '.join(SORTS)}")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}: {', '.join(STATUSES)}")
+        with self._lock:
+            n = len(self.items)
+            order = self._order(sort, np.ones(n, bool))
+            if want == "unlabelled":
+                cand = self.status_code == _UNLABELLED
+            elif want == "needs_fix":
+                cand = self.status_code == STATUSES.index("needs_fix")
+            elif want == "mine":
+                cand = (self.status_code == STATUSES.index("in_progress")) & (self.holder == user)
+            else:
+                raise ValueError(f"unknown target {want!r}: unlabelled, needs_fix or mine")
+            i = self.pos.get(name)
+            start = int(np.flatnonzero(order == i)[0]) + 1 if i is not None else 0
+            rotated = np.concatenate([order[start:], order[:start]])
+            hits = rotated[cand[rotated] & (rotated != (-1 if i is None else i))]
+            if not len(hits):
+                return {"name": None, "position": None, "remaining": 0}
+            j = int(hits[0])
+            shown = self._order(sort, self._keep(split, status, q))
+            at = np.flatnonzero(shown == j)
+            return {"name": self.items[j].name, "position": int(at[0]) if len(at) else None,
+                    "remaining": int(len(hits))}
 
     def _order(self, sort: str, keep: np.ndarray) -> np.ndarray:
         if sort == "name":

@@ -10,6 +10,10 @@ Rules
     stroke  Bresenham line between consecutive pointer pixels, the brush stamped at each step
     polygon pixel centres (x + .5, y + .5) inside the polygon by the even-odd rule, edges half-open
     fill    4-connected region of the seed's class
+    guard   "protect classes": an optional 256-entry table, ``guard[v]`` true when a pixel holding
+            class ``v`` may be overwritten (paint only over unlabelled: only ``guard[255]``); every
+            tool checks the pixel's value at the moment it writes, so a stroke never repaints what it
+            was not allowed to
 """
 
 from __future__ import annotations
@@ -52,7 +56,24 @@ def line_pixels(x0: int, y0: int, x1: int, y1: int) -> list[tuple[int, int]]:
             y0 += sy
 
 
-def stroke(mask: np.ndarray, points: list[tuple[int, int]], size: int, value: int) -> None:
+def guard_table(mode: str, protected: set[int] = frozenset()) -> np.ndarray | None:
+    """The guard of a protect mode: ``all`` (None), ``unlabelled`` (paint only over 255) or
+    ``protect`` (never over the ``protected`` classes)."""
+    if mode == "all":
+        return None
+    g = np.zeros(256, bool)
+    if mode == "unlabelled":
+        g[255] = True
+    elif mode == "protect":
+        g[:] = True
+        g[list(protected)] = False
+    else:
+        raise ValueError(f"unknown protect mode {mode!r}")
+    return g
+
+
+def stroke(mask: np.ndarray, points: list[tuple[int, int]], size: int, value: int,
+           guard: np.ndarray | None = None) -> None:
     """Paint a brush stroke through integer pixel ``points`` in place."""
     h, w = mask.shape
     offs = brush_offsets(size)
@@ -61,11 +82,12 @@ def stroke(mask: np.ndarray, points: list[tuple[int, int]], size: int, value: in
         path += line_pixels(*a, *b)[1:]
     for x, y in path:
         for dx, dy in offs:
-            if 0 <= x + dx < w and 0 <= y + dy < h:
+            if 0 <= x + dx < w and 0 <= y + dy < h and (guard is None or guard[mask[y + dy, x + dx]]):
                 mask[y + dy, x + dx] = value
 
 
-def polygon(mask: np.ndarray, vertices: list[tuple[float, float]], value: int) -> None:
+def polygon(mask: np.ndarray, vertices: list[tuple[float, float]], value: int,
+            guard: np.ndarray | None = None) -> None:
     """Fill a polygon given in image coordinates (pixel (x, y) spans [x, x+1) x [y, y+1))."""
     h, w = mask.shape
     n = len(vertices)
@@ -84,14 +106,15 @@ def polygon(mask: np.ndarray, vertices: list[tuple[float, float]], value: int) -
             # pixel centres x + .5 in [xl, xr)
             lo, hi = max(0, math.ceil(xl - 0.5)), min(w, math.ceil(xr - 0.5))
             if hi > lo:
-                mask[y, lo:hi] = value
+                row = mask[y, lo:hi]
+                row[guard[row] if guard is not None else slice(None)] = value
 
 
-def flood_fill(mask: np.ndarray, x: int, y: int, value: int) -> None:
+def flood_fill(mask: np.ndarray, x: int, y: int, value: int, guard: np.ndarray | None = None) -> None:
     """Replace the 4-connected region of mask[y, x]'s class with ``value``, in place."""
     h, w = mask.shape
     old = int(mask[y, x])
-    if old == value:
+    if old == value or (guard is not None and not guard[old]):
         return
     queue = deque([(x, y)])
     mask[y, x] = value

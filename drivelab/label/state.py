@@ -1,16 +1,14 @@
 """What every route of the label app shares, handed to them with ``Depends(get_state)``.
 
-One ``LabelState`` per app: the image index (with review columns), the review store, mask IO,
-credentials, the optional model and loss table, and the caches. Routes run in worker threads, so
-every shared cache is behind a lock.
+One ``LabelState`` per app: the image index (with review columns), the review store, mask IO (and
+instance IO for COCO datasets), credentials, the optional models, loss table and findings, and the
+caches. Routes run in worker threads, so every shared cache is behind a lock.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +18,21 @@ from fastapi import HTTPException, Request
 from drivelab.data import open_dataset
 from drivelab.data.sample import Item
 from drivelab.errors import DrivelabError
+from drivelab.label.assist import Assist
+from drivelab.label.cache import LockedLRU
+from drivelab.label.findings import Findings
 from drivelab.label.index import ImageIndex
-from drivelab.label.masks import IGNORE, MaskIO, outside_root
+from drivelab.label.instances import InstanceIO
+from drivelab.label.masks import IGNORE, LoadedMask, MaskIO, outside_root
+from drivelab.label.models import InstanceModel, SamModel
 from drivelab.label.security import Access
 from drivelab.label.store import BUSY_TIMEOUT, ReadOnlyStore, ReviewStore
 from drivelab.label.versions import RecoveryReport
+from drivelab.painter import OPACITY
 
 DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
-OVERLAY_ALPHA = 0.5  # opacity of class colours over the image, grid and editor alike
+OVERLAY_ALPHA = OPACITY  # the painter's opacity: class colours over the image, grid and editor alike
 DIFF_COLOR = (255, 0, 255)  # "prediction differs from the mask"
-
-
-class LockedLRU:
-    """A small least-recently-used cache safe to share between worker threads."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Any) -> Any:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
 
 
 class LabelState:
@@ -65,7 +41,9 @@ class LabelState:
     def __init__(self, dataset_root: str | Path, *, access: Access, model: Any = None,
                  table: str | Path | None = None, format: str | None = None,
                  reader_options: dict | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-                 device: str = "auto", store_timeout: float = BUSY_TIMEOUT) -> None:
+                 device: str = "auto", store_timeout: float = BUSY_TIMEOUT,
+                 findings: list[str | Path] | None = None, sam: str | Path | None = None,
+                 score: float = 0.5) -> None:
         self.root = Path(dataset_root)
         if not self.root.is_dir():
             raise DrivelabError("dataset folder not found", self.root)
@@ -79,6 +57,9 @@ class LabelState:
                                 self.store, self.losses)
         self.reader = self.index.reader
         self.masks = MaskIO(self.reader, self.store)
+        # COCO images are edited as objects: their annotations in the json are the versioned unit.
+        self.instances = (InstanceIO(self.reader, self.store, self.masks.versions)
+                          if self.reader.format == "coco" else None)
         self.schema = self.reader.schema
         self._folders = self._mask_folders()
         self.read_only_reason = self._read_only_reason()
@@ -88,7 +69,15 @@ class LabelState:
         self._model_spec = model
         self._predictor = model if (model is not None and hasattr(model, "predict")) else None
         self._model_lock = threading.Lock()
+        self.score = float(score)
+        self.instance_model = (InstanceModel(model, self.reader, device=device)
+                               if model is not None and self.instances is not None and self._predictor is None
+                               else None)
+        self.sam = SamModel(sam, device=device) if sam is not None else None
+        self.assist = Assist()
+        self.findings = Findings(findings or [], self.reader)
         self.preds = LockedLRU(16)
+        self.images = LockedLRU(4)
         self.thumbs = LockedLRU(512)
         self._classes: dict[str, tuple[tuple, list[int]]] = {}
         self._classes_lock = threading.Lock()
@@ -96,11 +85,11 @@ class LabelState:
     # -- write access --------------------------------------------------------------------------
     @property
     def writable(self) -> bool:
-        """Masks can be saved: a writable format, store and mask folders."""
-        return self.masks.writable and self.read_only_reason is None
+        """Masks (or COCO instances) can be saved: a writable format, store and folders."""
+        return (self.masks.writable or self.instances is not None) and self.read_only_reason is None
 
     def _read_only_reason(self) -> str | None:
-        if not self.masks.writable:
+        if not self.masks.writable and self.instances is None:
             return f"{self.reader.format} datasets are browse-only in the label app"
         if self.store.read_only:
             return f"the dataset is read-only ({self.store.read_only_reason})"
@@ -117,17 +106,26 @@ class LabelState:
             raise ReadOnlyStore(f"browse only: {self.read_only_reason}", self.root)
 
     def _mask_folders(self) -> set[Path]:
+        if self.instances is not None:
+            return {p.parent for p in self.instances.json_files()}
         # One item per image folder decides where that folder's masks go (cheap at 100k images).
         return self.masks.folders(list(self.index.folders.values())) if self.masks.writable else set()
 
-    def _paths_of(self, name: str) -> dict[str, Path] | None:
+    def _paths_of(self, name: str) -> dict | None:
         it = self.index.item(name)
         if it is None:
             return None
         try:
-            return self.masks.files(it)
+            return self.instances.files(it) if self.instances is not None else self.masks.files(it)
         except DrivelabError:
             return None
+
+    def load_mask(self, item: Item) -> LoadedMask:
+        """The item's current train-id mask; for COCO the label map of its current annotations."""
+        if self.instances is not None:
+            anns, version = self.instances.current(item)
+            return LoadedMask(self.instances.label_map(item), version, True)
+        return self.masks.load(item)
 
     # -- lookups -------------------------------------------------------------------------------
     def item(self, name: str) -> Item:
@@ -153,6 +151,13 @@ class LabelState:
     def has_model(self) -> bool:
         return self._model_spec is not None
 
+    @property
+    def model_task(self) -> str | None:
+        """What ``--model`` predicts here: instances on a COCO dataset, classes otherwise."""
+        if self._model_spec is None:
+            return None
+        return "instance" if self.instance_model is not None else "semantic"
+
     def predictor(self) -> Any:
         if self._model_spec is None:
             raise HTTPException(404, "no model: start the app with --model CKPT")
@@ -167,10 +172,42 @@ class LabelState:
         hit = self.preds.get(item.name)
         if hit is not None:
             return hit
+        if self.instance_model is not None:
+            # An instance model's classes: its instances above the score threshold, best on top.
+            inst = self.instances_predicted(item)
+            out = np.zeros(inst.masks.shape[1:] if len(inst) else self.instances.size(item), np.uint8)
+            for m, lab in zip(inst.masks[::-1], inst.labels[::-1], strict=True):
+                out[m] = lab
+            return self.preds.put(item.name, out)
         pred = self.predictor().predict(self.reader.load_image(item))
         pred = np.asarray(pred, dtype=np.uint8)
         pred = np.where(pred < self.schema.num_classes, pred, IGNORE).astype(np.uint8)
         return self.preds.put(item.name, pred)
+
+    def instances_predicted(self, item: Item) -> Any:
+        """The instance model's Prediction for an image (every score; cached)."""
+        if self.instance_model is None:
+            raise HTTPException(404, "no instance model: start the app with --model CKPT (a Mask R-CNN "
+                                     "checkpoint) on a COCO dataset")
+        key = ("instances", item.name)
+        hit = self.preds.get(key)
+        if hit is None:
+            hit = self.preds.put(key, self.instance_model.predict(self.reader.load_image(item)))
+        return hit
+
+    def image_rgb(self, item: Item) -> np.ndarray:
+        """The item's image as (H, W, 3) uint8, checked against the pixel limit first."""
+        from drivelab.label.masks import image_size
+        from drivelab.label.uploads import check_image_pixels
+
+        path = self.image_file(item)
+        check_image_pixels(*image_size(path), item.name)
+        st = path.stat()
+        key = (item.name, st.st_mtime_ns, st.st_size)
+        hit = self.images.get(key)
+        if hit is None:  # the assisted tools ask for the same image again and again while refining
+            hit = self.images.put(key, self.reader.load_image(item))
+        return hit
 
     def classes_present(self, item: Item) -> list[int]:
         """Class ids in an item's mask, cached until the mask file changes."""
@@ -185,7 +222,7 @@ class LabelState:
         if hit and hit[0] == key:
             return hit[1]
         try:
-            mask = self.masks.load(item).mask
+            mask = self.load_mask(item).mask
         except DrivelabError:
             return []
         ids = [int(v) for v in np.unique(mask) if v != IGNORE]

@@ -18,8 +18,11 @@ of the store's *current* version therefore means "a save from here did not commi
 acknowledged version is ever overwritten: history files are only written for the version the store
 holds, and the store only moves forward after the new files are on disk.
 
-The helpers are generic over roles and paths so other savers (COCO instances) reuse the same
-version check, history and durability.
+The helpers are generic over roles and *slots*: a slot is a whole file (``FileSlot``, what a
+``Path`` becomes) or one item's part of a file shared by many items (``drivelab.label.instances``:
+one image's annotations inside a COCO json), so instance saves reuse the same version check,
+history and durability. A slot reads and writes bytes; writing a part rewrites its shared file
+atomically (temp, fsync, rename), so the file on disk is always a whole, parseable version.
 """
 
 from __future__ import annotations
@@ -76,11 +79,59 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha(path: Path) -> str | None:
-    try:
-        return sha256(path.read_bytes())
-    except FileNotFoundError:
-        return None
+class Slot:
+    """One member of a versioned set: something that holds bytes, can be replaced atomically and
+    removed. ``suffix`` names its history copies; ``where`` is what the manifest records."""
+
+    suffix = ".bin"
+
+    def read(self) -> bytes | None:  # None: absent
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def where(self, root: Path) -> str:
+        raise NotImplementedError
+
+
+class FileSlot(Slot):
+    """A whole file, written through ``drivelab.io`` (temp, fsync, rename, fsync of the folder)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.suffix = self.path.suffix
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, data: bytes) -> None:
+        write_bytes(self.path, data)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def where(self, root: Path) -> str:
+        try:
+            return self.path.relative_to(root).as_posix()
+        except ValueError:
+            return str(self.path)
+
+
+def as_slots(paths: dict[str, Path | Slot]) -> dict[str, Slot]:
+    return {role: p if isinstance(p, Slot) else FileSlot(p) for role, p in paths.items()}
+
+
+def _file_sha(slot: Path | Slot) -> str | None:
+    data = (slot if isinstance(slot, Slot) else FileSlot(slot)).read()
+    return None if data is None else sha256(data)
 
 
 class VersionedFiles:
@@ -139,12 +190,13 @@ class VersionedFiles:
         return out
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, name: str, expected: int, paths: dict[str, Path], new: dict[str, bytes], *,
+    def save(self, name: str, expected: int, paths: dict[str, Path | Slot], new: dict[str, bytes], *,
              user: str | None = None, kind: str = "save") -> SaveResult:
-        """Replace the files of ``name`` (``paths``: every role's file, existing or not; ``new``: the
-        bytes to write per role, ``PRIMARY`` included) if the store is at ``expected``."""
+        """Replace the files of ``name`` (``paths``: every role's file or slot, existing or not;
+        ``new``: the bytes to write per role, ``PRIMARY`` included) if the store is at ``expected``."""
         if PRIMARY not in new or PRIMARY not in paths:
             raise ValueError("a save needs the primary file")
+        paths = as_slots(paths)
         digest = sha256(new[PRIMARY])
         try:
             with self.store.saving(name, expected, user=user, kind=kind, digest=digest) as version:
@@ -153,13 +205,13 @@ class VersionedFiles:
                     self._undo_unfinished(name, expected, paths)
                     snap, created = self._snapshot(name, expected, paths)
                     for role, data in new.items():
-                        write_bytes(paths[role], data)
+                        paths[role].write(data)
                 except OSError as e:
                     if snap is not None:
                         self._put_back(name, snap, paths)
                         if created:
                             self._drop_snapshot(name, expected, snap)
-                    target = Path(e.filename) if e.filename else paths[PRIMARY]
+                    target = Path(e.filename) if e.filename else self.root / paths[PRIMARY].where(self.root)
                     raise WriteFailed(f"cannot write ({e.strerror or e}); nothing was saved", target,
                                       e.errno) from None
         except VersionConflict as e:
@@ -169,30 +221,28 @@ class VersionedFiles:
             raise
         return SaveResult(version)
 
-    def _snapshot(self, name: str, version: int, paths: dict[str, Path]) -> tuple[dict, bool]:
+    def _snapshot(self, name: str, version: int, paths: dict[str, Slot]) -> tuple[dict, bool]:
         """Copy the files of ``version`` into the history (unless that snapshot is complete already)."""
-        state = {role: _file_sha(p) for role, p in paths.items()}
+        data_of = {role: p.read() for role, p in paths.items()}
+        state = {role: None if d is None else sha256(d) for role, d in data_of.items()}
         snap = self.manifest(name, version)
         if snap is not None and all(r in snap and snap[r]["sha256"] == sha for r, sha in state.items()):
             return snap, False
         files = {}
         for role, p in paths.items():
             copy = None
-            if state[role] is not None:
+            if data_of[role] is not None:
                 dest = self.copy_path(name, version, role, p.suffix)
-                data = p.read_bytes()
-                if sha256(data) != state[role]:  # changed under us: only another tool could do that
-                    raise DrivelabError("the file changed while it was being saved; retry", p)
-                write_bytes(dest, data)
+                write_bytes(dest, data_of[role])
                 copy = dest.name
-            files[role] = {"path": self._rel(p), "sha256": state[role], "copy": copy}
+            files[role] = {"path": p.where(self.root), "sha256": state[role], "copy": copy}
         write_json(self.manifest_path(name, version), {"version": int(version), "files": files})
         return files, True
 
-    def _put_back(self, name: str, snap: dict, paths: dict[str, Path]) -> bool:
+    def _put_back(self, name: str, snap: dict, paths: dict[str, Path | Slot]) -> bool:
         """Make the files equal the snapshot again; True if anything had to change."""
         changed = False
-        for role, p in paths.items():
+        for role, p in as_slots(paths).items():
             want = snap.get(role)
             if want is None:
                 continue  # a role the snapshot does not know (legacy history): leave it
@@ -200,10 +250,9 @@ class VersionedFiles:
                 continue
             changed = True
             if want["copy"] is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
+                p.remove()
             else:
-                write_bytes(p, (self.history_dir(name) / want["copy"]).read_bytes())
+                p.write((self.history_dir(name) / want["copy"]).read_bytes())
         return changed
 
     def _drop_snapshot(self, name: str, version: int, snap: dict) -> None:
@@ -213,18 +262,12 @@ class VersionedFiles:
                 if f["copy"]:
                     os.unlink(self.history_dir(name) / f["copy"])
 
-    def _undo_unfinished(self, name: str, version: int, paths: dict[str, Path]) -> bool:
+    def _undo_unfinished(self, name: str, version: int, paths: dict[str, Path | Slot]) -> bool:
         snap = self.manifest(name, version)
         return snap is not None and self._put_back(name, snap, paths)
 
-    def _rel(self, p: Path) -> str:
-        try:
-            return p.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(p)
-
     # -- recovery ----------------------------------------------------------------------------
-    def recover(self, paths_of: Callable[[str], dict[str, Path] | None],
+    def recover(self, paths_of: Callable[[str], dict[str, Path | Slot] | None],
                 folders: Iterable[Path] = ()) -> RecoveryReport:
         """Reconcile files, history and store after a crash; holds the store's write lock so no
         save runs meanwhile. ``paths_of(name)``: the roles and files of an indexed item (None when
@@ -246,7 +289,9 @@ class VersionedFiles:
         return report
 
     def _recover_one(self, db, name: str, entries: dict[int, list[Path]], current: int,
-                     paths: dict[str, Path] | None, report: RecoveryReport) -> None:
+                     paths: dict[str, Path | Slot] | None, report: RecoveryReport) -> None:
+        if paths is not None:
+            paths = as_slots(paths)
         snapshots = self.versions(name)
         if paths is not None and snapshots and snapshots[-1] > current:
             # The store is behind its own history (it was deleted or restored from a backup):

@@ -78,17 +78,13 @@ def peak_rss_kib(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def save_and_maybe_die(root: str, name: str, expected: int, mask: bytes, shape: tuple, kill_at: int,
-                        conn) -> None:
-    """In a child: save, killing this process just before its ``kill_at``-th durable step."""
+def _die_at(kill_at: int) -> list[int]:
+    """Count every durable step from now on (os.replace, os.fsync, os.unlink, each side of an SQLite
+    COMMIT) and SIGKILL this process just before step ``kill_at``; returns the step counter."""
     import types
 
     from drivelab.label import store as store_mod
 
-    reader = open_dataset(root)
-    store = ReviewStore(root)
-    masks = MaskIO(reader, store)
-    item = next(it for it in reader.items if it.name == name)
     steps = [0]
 
     def tick() -> None:
@@ -126,5 +122,31 @@ def save_and_maybe_die(root: str, name: str, expected: int, mask: bytes, shape: 
         connect=lambda *a, **k: Conn(real.connect(*a, **k)), Row=real.Row, Error=real.Error,
         OperationalError=real.OperationalError, Connection=real.Connection)
     os.replace, os.fsync, os.unlink = counted(os.replace), counted(os.fsync), counted(os.unlink)
+    return steps
+
+
+def save_and_maybe_die(root: str, name: str, expected: int, mask: bytes, shape: tuple, kill_at: int,
+                        conn) -> None:
+    """In a child: save, killing this process just before its ``kill_at``-th durable step."""
+    reader = open_dataset(root)
+    store = ReviewStore(root)
+    masks = MaskIO(reader, store)
+    item = next(it for it in reader.items if it.name == name)
+    steps = _die_at(kill_at)
     result = masks.save(item, np.frombuffer(mask, np.uint8).reshape(shape), expected, user="tester")
+    conn.send((result.version, steps[0]))
+
+
+def save_objects_and_maybe_die(root: str, name: str, expected: int, objects: str, kill_at: int, conn) -> None:
+    """In a child: save a COCO image's objects (JSON list), killed before its ``kill_at``-th durable step."""
+    import json
+
+    from drivelab.label.instances import InstanceIO
+
+    reader = open_dataset(root)
+    store = ReviewStore(root)
+    io = InstanceIO(reader, store, MaskIO(reader, store).versions)
+    item = next(it for it in reader.items if it.name == name)
+    steps = _die_at(kill_at)
+    result, _ = io.save(item, json.loads(objects), expected, user="tester")
     conn.send((result.version, steps[0]))

@@ -38,3 +38,19 @@ def test_flood_fill_is_4_connected():
     assert m[0, 0] == 4 and m[1, 1] == 2 and (m == 4).sum() == 1
     raster.flood_fill(m, 4, 4, 3)
     assert (m == 3).sum() == 4  # the bottom-right quadrant only
+
+
+def test_protected_classes_are_never_painted_over():
+    m = np.full((8, 8), 255, np.uint8)
+    m[:, :3] = 0  # road, protected
+    m[:, 6:] = 2
+    g = raster.guard_table("protect", {0})
+    raster.stroke(m, [(0, 4), (7, 4)], size=3, value=1, guard=g)
+    assert (m[:, :3] == 0).all()  # the protected road survives the stroke across it
+    assert (m[3:6, 3:6] == 1).all() and (m[3:6, 6:] == 1).all()
+    only = np.full((8, 8), 255, np.uint8)
+    only[2:6, 2:6] = 3
+    raster.polygon(only, [(0, 0), (8, 0), (8, 8), (0, 8)], 4, guard=raster.guard_table("unlabelled"))
+    assert (only[2:6, 2:6] == 3).all() and (only == 4).sum() == 64 - 16
+    raster.flood_fill(m, 0, 0, 4, guard=g)  # the seed's class is protected: nothing happens
+    assert (m[:, :3] == 0).all()

@@ -11,8 +11,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 
 from drivelab.data.sample import Item
+from drivelab.label.assist import SUPERPIXEL_SIZES
 from drivelab.label.masks import IGNORE, image_size
-from drivelab.label.state import DIFF_COLOR, OVERLAY_ALPHA, LabelState, current_user, get_state
+from drivelab.label.state import DIFF_COLOR, LabelState, current_user, get_state
 from drivelab.label.store import STATUSES
 from drivelab.label.uploads import check_image_pixels
 
@@ -22,12 +23,20 @@ router = APIRouter(prefix="/api")
 
 @router.get("/info")
 def info(state: LabelState = Depends(get_state), user: str = Depends(current_user)) -> JSONResponse:
+    from drivelab.painter import overlay_style
+    from drivelab.seg.instance.draw import instance_colors
+
     s = state.schema
+    style = overlay_style(s)  # the one painter's colours and opacity
     palette = np.zeros((256, 4), np.uint8)  # RGBA per mask value: what the page paints, one source
-    palette[: s.num_classes, :3] = s.palette
+    palette[: s.num_classes, :3] = [_rgb(c) for c in style["colors"]]
     palette[: s.num_classes, 3] = 255
     palette[254] = (*DIFF_COLOR, 255)
     idx = state.index
+    cats = []
+    if state.instances is not None:
+        ids = s.extra.get("category_ids") or []
+        cats = [{"id": int(cid), "train_id": k + 1, "name": s.names[k + 1]} for k, cid in enumerate(ids)]
     return JSONResponse({
         "dataset": state.root.name,
         "format": state.reader.format,
@@ -35,7 +44,15 @@ def info(state: LabelState = Depends(get_state), user: str = Depends(current_use
         "splits": idx.splits,
         "statuses": list(STATUSES),
         "schema": s.to_dict() | {"hex": s.hex_colors()},
-        "overlay": {"alpha": OVERLAY_ALPHA, "palette": palette.tolist(), "ignore": IGNORE, "diff": 254},
+        "overlay": {"alpha": style["opacity"], "palette": palette.tolist(), "ignore": IGNORE, "diff": 254},
+        "mode": "instances" if state.instances is not None else "semantic",
+        "categories": cats,
+        "instance_palette": instance_colors(256).tolist(),
+        "model_task": state.model_task,
+        "score": state.score,
+        "has_sam": state.sam is not None,
+        "findings": state.findings.sources,
+        "superpixel_sizes": list(SUPERPIXEL_SIZES),
         "ignore_index": IGNORE,
         "writable": state.writable,
         "read_only_reason": state.read_only_reason,
@@ -111,26 +128,49 @@ def _thumbnail(state: LabelState, item: Item, kind: str, hide: frozenset[int]) -
     path = state.image_file(item)
     h, w = image_size(path)
     check_image_pixels(h, w, item.name)
-    buf = io.BytesIO()
     if kind == "image":
+        buf = io.BytesIO()
         with Image.open(path) as img:
             img.draft("RGB", (THUMB_WIDTH, THUMB_WIDTH * 2))  # JPEG: decode at a reduced scale
             img = img.convert("RGB")
         img.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 2), Image.BILINEAR)
         img.save(buf, format="JPEG", quality=85)
         return buf.getvalue()
-    mask = state.prediction(item) if kind == "pred" else state.masks.load(item).mask
+    if kind == "mask" and state.instances is not None:
+        # Objects, each in its own colour (the instance drawings' palette), as the editor shows them.
+        from drivelab.seg.instance.draw import instance_colors
+
+        ids = state.instances.instance_map(item)
+        colors = np.zeros((256, 3), np.uint8)
+        colors[1:] = instance_colors(255)
+        rgba = np.zeros((*ids.shape, 4), np.uint8)
+        rgba[..., :3] = colors[np.where(ids > 0, (ids - 1) % 255 + 1, 0)]
+        rgba[..., 3] = np.where(ids > 0, 255, 0)
+        return _png_thumb(rgba)
+    mask = state.prediction(item) if kind == "pred" else state.load_mask(item).mask
     rgba = np.zeros((*mask.shape, 4), np.uint8)
     rgba[..., :3] = state.schema.colorize(mask)
     shown = np.ones(256, bool)
     shown[IGNORE] = False
     shown[list(hide)] = False
+    if state.instances is not None:
+        shown[0] = False  # COCO background
     rgba[..., 3] = np.where(shown[mask], 255, 0)
+    return _png_thumb(rgba)
+
+
+def _png_thumb(rgba: np.ndarray) -> bytes:
+    buf = io.BytesIO()
     img = Image.fromarray(rgba, "RGBA")
     tw = min(THUMB_WIDTH, img.width)
     img = img.resize((tw, max(1, round(img.height * tw / img.width))), Image.NEAREST)
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _rgb(hex_color: str) -> tuple[int, int, int]:
+    h = hex_color.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
 def _git_root(state: LabelState):

@@ -6,13 +6,16 @@
 // Saving uploads the ids as raw bytes (gzip), so the server writes exactly what was painted.
 
 import { ApiError, getJSON, postJSON, readToken, setToken, startSession } from "./api.js";
-import { bindControls, buildLegend, setSize } from "./controls.js";
+import * as A from "./assist.js";
+import { bindControls, buildLegend, setLocked, setProtect, setSize } from "./controls.js";
 import { $, $$, el, toast } from "./dom.js";
 import * as ed from "./editor.js";
 import * as grid from "./grid.js";
+import * as inst from "./instances.js";
+import { cocoPolygonRuns } from "./raster.js";
 import { actions, E, S } from "./state.js";
 import { bindPointer } from "./tools.js";
-import { fit, imageToClient, resizeCanvas, zoomAt } from "./view.js";
+import { fit, imageToClient, render, resizeCanvas, zoomAt } from "./view.js";
 
 function showView(v) {
   S.view = v;
@@ -29,6 +32,8 @@ function setView(v) {
 
 Object.assign(actions, {
   openImage: ed.openImage, showView, noteSaved: grid.noteSaved, noteStatus: grid.noteStatus,
+  edited: ed.edited, render, setTool: ed.setTool, refreshList: grid.refreshList, ensureRow: grid.ensureRow,
+  loadSuperpixels: () => A.loadSuperpixels().catch((e) => toast(e.message, true)), resetAssist: A.reset,
 });
 
 function askToken(message) {
@@ -76,6 +81,8 @@ function bindUI() {
   window.addEventListener("pagehide", ed.writeDraft);
   bindControls();
   bindPointer();
+  A.bindAssist();
+  inst.bindPanel();
 }
 
 let bound = false;
@@ -105,6 +112,10 @@ async function init() {
   for (const c of S.classes) $("#f-class").add(new Option(`${c.id} ${c.name}`, c.id));
   if (S.info.has_table) $("#f-sort").value = "loss";
   $("#pred-box").hidden = !S.info.has_model;
+  document.body.classList.toggle("instances", S.info.mode === "instances");
+  document.body.classList.toggle("has-model", !!S.info.has_model);
+  document.body.classList.toggle("has-sam", !!S.info.has_sam);
+  if (S.info.mode === "instances") { E.cls = S.info.categories[0]?.train_id ?? 1; $("#model-score").value = S.info.score; }
   $("#git-box").hidden = !S.info.git;
   $("#branch").value = `label/${S.user.replace(/[^A-Za-z0-9._-]+/g, "-")}`;
   buildLegend();
@@ -120,8 +131,10 @@ async function init() {
 
 // For tests, scripts and the browser console.
 window.labelApp = {
-  S, E, imageToClient, openImage: ed.openImage, save: ed.save, setTool: ed.setTool, setClass: ed.setClass,
-  setSize, fit, zoomAt, undo: ed.undo, redo: ed.redo,
+  S, E, I: inst.I, A: A.A, imageToClient, openImage: ed.openImage, save: ed.save, setTool: ed.setTool,
+  setClass: ed.setClass, setSize, fit, zoomAt, undo: ed.undo, redo: ed.redo, setProtect, setLocked,
+  nextImage: ed.nextImage, jumpUnlabelled: ed.jumpUnlabelled, cocoPolygonRuns,
+  objects: { select: inst.select, merge: inst.merge, split: inst.split, visibleRuns: inst.visibleRuns, payload: inst.payload },
 };
 
 readToken();

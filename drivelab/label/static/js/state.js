@@ -9,6 +9,7 @@ export const S = {
   info: null, classes: [], palette: new Uint8Array(256 * 4), hidden: new Set(),
   opacity: 0.5, showMask: true, brightness: 100, contrast: 100, pixelated: true,
   list: [], total: 0, totalExact: true, sel: 0, view: "grid", user: "",
+  protect: "all", locked: new Set(), // protect classes: all | unlabelled | locked (see editor.guard)
 };
 
 export const E = {
@@ -20,6 +21,8 @@ export const E = {
   // flight stay unsaved after it returns.
   editSeq: 0, savedSeq: 0, dirty: false, saving: null, saveAgain: false,
   zoom: 1, panX: 0, panY: 0, poly: [], drag: null, stroke: null, mouse: null, region: null,
+  pending: [], // closed polygons waiting for enter: [{verts, cls}]
+  polyDirty: false, preview: null, cut: [], flash: null, holeFrom: 0, findings: [],
 };
 
 export const actions = {};

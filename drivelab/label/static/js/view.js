@@ -41,9 +41,11 @@ export function diffArray() {
   return d;
 }
 
-// Which ids the main canvas overlays: the mask being edited, unless a read-only view is on.
+// Which ids the main canvas overlays: the mask being edited (or the objects), unless a read-only
+// view is on.
 function overlayLayer() {
   if (E.viewing != null && E.prev) return E.layers.prev;
+  if (E.objLayer && (E.predMode === "off" || !E.pred)) return E.objLayer;
   if (E.pred && E.predMode === "over") return E.layers.pred;
   if (E.pred && E.predMode === "diff") return layer("diff", diffArray());
   return E.layers.mask;
@@ -66,6 +68,18 @@ export function fit() {
   E.zoom = z;
   E.panX = (canvas.width - E.w * z) / 2;
   E.panY = (canvas.height - E.h * z) / 2;
+  render();
+}
+
+// Centre the view on a box (inclusive image pixels), zooming in to show it when it is small.
+export function centerOn(b) {
+  const bw = b.x1 - b.x0 + 1, bh = b.y1 - b.y0 + 1;
+  const fitZoom = Math.min(canvas.width / E.w, canvas.height / E.h) * 0.96;
+  const z = Math.max(fitZoom, Math.min(8 * fitZoom, Math.min(canvas.width / bw, canvas.height / bh) * 0.5));
+  if (z <= fitZoom) return fit(); // the whole image shows it already
+  E.zoom = z;
+  E.panX = canvas.width / 2 - (b.x0 + bw / 2) * z;
+  E.panY = canvas.height / 2 - (b.y0 + bh / 2) * z;
   render();
 }
 
@@ -108,8 +122,60 @@ function drawScene(c, overlay) {
     ctx.drawImage(overlay.canvas, 0, 0);
     ctx.globalAlpha = 1;
   }
+  // Extra layers in image pixels: polygon preview, proposals, superpixel edges, model objects.
+  ctx.imageSmoothingEnabled = false;
+  for (const L of Object.values(E.extra || {})) {
+    if (!L || !L.canvas || (L.whenTool && !L.whenTool.includes(E.tool))) continue;
+    ctx.globalAlpha = L.alpha ?? S.opacity;
+    ctx.drawImage(L.canvas, L.x || 0, L.y || 0);
+  }
+  ctx.globalAlpha = 1;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   return ctx;
+}
+
+const TOOL_HUD = { superpixel: "superpixel fill", grabcut: "GrabCut box", assist: "model assist", sam: "Segment Anything", cut: "cut" };
+const FINDING_COLORS = { audit: "#ff4df0", under: "#ff5050", over: "#ffa000", counts: "#ffdd00" };
+
+function polyline(ctx, P, verts, close) {
+  ctx.beginPath();
+  verts.forEach((v, i) => { const [x, y] = P(v.x, v.y); if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y); });
+  if (close) ctx.closePath();
+  ctx.stroke();
+}
+function handles(ctx, P, verts) {
+  for (const v of verts) { const [x, y] = P(v.x, v.y); ctx.fillStyle = "#fff"; ctx.fillRect(x - 4, y - 4, 8, 8); ctx.strokeStyle = "#000"; ctx.strokeRect(x - 4, y - 4, 8, 8); }
+}
+
+function decorate(ctx, P) {
+  ctx.lineWidth = 2;
+  for (const f of E.findings || []) {
+    if (!f.box) continue;
+    const [a, b] = [P(f.box[0], f.box[1]), P(f.box[2], f.box[3])];
+    ctx.setLineDash([6, 4]); ctx.strokeStyle = FINDING_COLORS[f.kind] || "#ffdd00";
+    ctx.strokeRect(a[0], a[1], b[0] - a[0], b[1] - a[1]); ctx.setLineDash([]);
+  }
+  if (E.flash) {
+    const [a, b] = [P(E.flash.x0 - 1, E.flash.y0 - 1), P(E.flash.x1 + 2, E.flash.y1 + 2)];
+    ctx.strokeStyle = "#00e5ff"; ctx.strokeRect(a[0], a[1], b[0] - a[0], b[1] - a[1]);
+  }
+  if (E.dragBox) {
+    const d = E.dragBox, [a, b] = [P(Math.min(d.a.x, d.b.x), Math.min(d.a.y, d.b.y)), P(Math.max(d.a.x, d.b.x) + 1, Math.max(d.a.y, d.b.y) + 1)];
+    ctx.setLineDash([4, 3]); ctx.strokeStyle = "#00e5ff"; ctx.strokeRect(a[0], a[1], b[0] - a[0], b[1] - a[1]); ctx.setLineDash([]);
+  }
+  if (E.propBox) {
+    const d = E.propBox, [a, b] = [P(d.x0, d.y0), P(d.x1 + 1, d.y1 + 1)];
+    ctx.strokeStyle = "#00e5ff"; ctx.lineWidth = 1; ctx.strokeRect(a[0], a[1], b[0] - a[0], b[1] - a[1]);
+  }
+  ctx.lineWidth = 1.5;
+  for (const p of E.pending || []) { ctx.strokeStyle = "#fff"; polyline(ctx, P, p.verts, true); handles(ctx, P, p.verts); }
+  const rings = E.handles ? E.handles() : [];
+  for (const r of rings) { ctx.strokeStyle = r.hole ? "#ff8080" : "#fff"; polyline(ctx, P, r.verts, true); handles(ctx, P, r.verts); }
+  if (E.cut && E.cut.length) {
+    ctx.strokeStyle = "#ff3030"; ctx.lineWidth = 2;
+    const verts = E.mouse && E.tool === "cut" ? [...E.cut, E.mouse] : E.cut;
+    polyline(ctx, P, verts, false); handles(ctx, P, E.cut);
+  }
 }
 
 export function render() {
@@ -122,6 +188,7 @@ export function render() {
     ctx.setLineDash([6, 4]); ctx.strokeStyle = "#ffdd00"; ctx.lineWidth = 2;
     ctx.strokeRect(a[0], a[1], b[0] - a[0], b[1] - a[1]); ctx.setLineDash([]);
   }
+  decorate(ctx, P);
   if (E.poly.length) {
     ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.beginPath();
     E.poly.forEach((v, i) => { const [x, y] = P(v.x, v.y); if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y); });
@@ -129,7 +196,7 @@ export function render() {
     ctx.closePath(); ctx.stroke();
     for (const v of E.poly) { const [x, y] = P(v.x, v.y); ctx.fillStyle = "#fff"; ctx.fillRect(x - 4, y - 4, 8, 8); ctx.strokeStyle = "#000"; ctx.strokeRect(x - 4, y - 4, 8, 8); }
   }
-  if (E.mouse && (E.tool === "brush" || E.tool === "eraser")) {
+  if (E.mouse && (E.tool === "brush" || E.tool === "eraser" || E.tool === "assist" || E.tool === "grabcut")) {
     const px = Math.floor(E.mouse.x), py = Math.floor(E.mouse.y), k = Math.floor((E.size - 1) / 2);
     const [cx, cy] = P(px - k + E.size / 2, py - k + E.size / 2);
     ctx.strokeStyle = "#fff"; ctx.lineWidth = 1; ctx.beginPath();
@@ -143,8 +210,9 @@ export function render() {
     const x = Math.floor(E.mouse.x), y = Math.floor(E.mouse.y);
     if (x >= 0 && y >= 0 && x < E.w && y < E.h) {
       const v = E.mask[y * E.w + x];
-      at = ` · (${x}, ${y}) ${v === IGNORE ? "unlabelled" : S.classes[v]?.name}`;
+      at = E.describe ? ` · (${x}, ${y}) ${E.describe(x, y)}` : ` · (${x}, ${y}) ${v === IGNORE ? "unlabelled" : S.classes[v]?.name}`;
     }
   }
-  $("#hud").textContent = `${E.w}x${E.h} · zoom ${(E.zoom * 100).toFixed(0)}% (device px)${at}${pred}${viewing}`;
+  const tool = TOOL_HUD[E.tool] ? ` · ${TOOL_HUD[E.tool]}` : "";
+  $("#hud").textContent = `${E.w}x${E.h} · zoom ${(E.zoom * 100).toFixed(0)}% (device px)${at}${pred}${viewing}${tool}`;
 }
