@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from drivelab import cliutil as cu
 from drivelab.errors import DrivelabError
 
 
@@ -67,7 +68,7 @@ def label(
                                         "the images."),
     sam: Path = typer.Option(None, "--sam", help="Local Segment Anything checkpoint (.pth) for point/box "
                              "prompts; needs the optional segment-anything package, never downloads."),
-    device: str = typer.Option("auto", help="Device for --model: auto (cuda when available), cpu, cuda..."),
+    device: str = cu.device_option("Device for --model: " + cu.DEVICE_HELP),
     table: Path = typer.Option(None, help="Per-image table (parquet/csv with name, loss) to sort by loss."),
     format: str = typer.Option(None, "--format", help="Dataset format (default: detected)."),
     max_upload_mb: int = typer.Option(64, help="Largest mask upload accepted, in MiB."),
@@ -128,4 +129,4 @@ def label(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("label")(label)
+    app.command("label", rich_help_panel=cu.LABEL)(label)
