@@ -1,12 +1,16 @@
 """Data-engine proof on synthetic driving scenes: active learning, pruning, label audit.
 
-    python benchmarks/active_learning.py            # full: 3 seeds, ~15-20 min on 2 busy CPU cores
-    python benchmarks/active_learning.py --quick    # 1 seed, smaller pool, fewer steps (~3 min)
+    python benchmarks/active_learning.py            # full: 3 seeds, ~25 min on 2 busy CPU cores
+    python benchmarks/active_learning.py --quick    # 1 seed, smaller pool, fewer steps (~4 min)
+    python benchmarks/active_learning.py --parts al & python benchmarks/active_learning.py \
+        --parts prune,audit                         # the parts in parallel, one core each
 
-Data: comma10k-style scenes (road, lane markings, undrivable, movable, my car) drawn in memory at
-32x64 with a deliberate imbalance: a rare *night* condition (6% of the pool) whose colours differ
-from day scenes, so a model trained on random samples barely sees it. The test set is half day,
-half night (the deployment has to work at night too).
+Data: ``drivelab.data.synth`` comma10k scenes (road, lane markings, undrivable, movable, my car)
+rendered at 32x64, written in the comma10k layout and read back with ``open_dataset``. The
+imbalance is the generator's ``night`` option: a night scene (dark, blue, lit tail lights) with
+probability 0.06 in the pool, so a model trained on random samples barely sees it; which images
+are night comes from the generator's ground truth (synth.json). The test set is half night (the
+deployment has to work at night too).
 
 1. Active learning: a random labelled seed (20), then 4 rounds of select 20 -> "label" (ground
    truth) -> retrain from scratch, for random and each strategy of ``drivelab.engine.select``;
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drivelab.data import open_dataset
+from drivelab.data.synth import synth_dataset
 from drivelab.engine.audit import (
     ClassThresholds,
     overlay_suspects,
@@ -51,41 +58,19 @@ from drivelab.schema import comma10k
 SCHEMA = comma10k()
 K = SCHEMA.num_classes
 ROOT = Path(__file__).resolve().parents[1]
-DAY = np.array([[90, 90, 90], [240, 240, 240], [60, 130, 60], [200, 40, 40], [30, 30, 40]], np.float32)
-# At night the cues change: a lit road is brighter than its dark surroundings, cars are lights.
-NIGHT = np.array([[70, 60, 90], [160, 150, 60], [15, 25, 20], [250, 210, 110], [50, 20, 20]], np.float32)
-
-
 # --------------------------------------------------------------------------- data
-def scene(rng: np.random.Generator, h: int, w: int, night: bool) -> tuple[np.ndarray, np.ndarray]:
-    mask = np.full((h, w), 2, np.uint8)
-    horizon = int(h * rng.uniform(0.3, 0.5))
-    yy, xx = np.mgrid[0:h, 0:w]
-    half = (yy - horizon) / max(1, h - horizon) * w * rng.uniform(0.45, 0.7)
-    centre = w / 2 + rng.uniform(-0.15, 0.15) * w
-    road = (yy >= horizon) & (np.abs(xx - centre) < half)
-    mask[road] = 0
-    for side in (-0.33, 0.33):
-        mask[road & (np.abs(xx - (centre + side * half)) < 0.6 + 0.03 * half)] = 1
-    for _ in range(rng.integers(1, 3)):
-        cy, cx = int(rng.uniform(horizon + 3, h * 0.8)), int(rng.uniform(0.15, 0.85) * w)
-        s = max(2, int((cy - horizon + 3) * 0.45))
-        mask[max(0, cy - s) : cy, max(0, cx - s) : cx + s] = 3
-    mask[int(h * rng.uniform(0.85, 0.92)) :] = 4
-    colors = NIGHT if night else DAY
-    shade = rng.uniform(0.8, 1.2)
-    image = colors[mask] * shade + rng.normal(0, 10, (h, w, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), mask
-
-
 def make_set(
-    n: int, seed: int, size: tuple[int, int], night_frac: float
+    root: Path, n: int, seed: int, size: tuple[int, int], night: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    night = np.zeros(n, bool)
-    night[rng.choice(n, int(round(night_frac * n)), replace=False)] = True
-    pairs = [scene(rng, *size, bool(nt)) for nt in night]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), night
+    """``n`` scenes from ``drivelab.data.synth`` (comma10k layout under ``root``), read back with
+    ``open_dataset`` into arrays; ``night`` is the probability of a night scene, and which images
+    came out at night is read from the generator's ground truth (synth.json)."""
+    synth_dataset("comma10k", root, n=n, size=size, seed=seed, night=night)
+    reader = open_dataset(root, format="comma10k")
+    truth = json.loads((root / "synth.json").read_text())["samples"]
+    images = np.stack([reader.load_image(item) for item in reader.items])
+    masks = np.stack([reader.load_mask(item) for item in reader.items])
+    return images, masks, np.array([truth[item.name]["night"] for item in reader.items])
 
 
 # --------------------------------------------------------------------------- model
@@ -310,7 +295,7 @@ def corrupt(mask: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray
 
 
 def audit_bench(args: argparse.Namespace) -> dict:
-    images, masks, _ = make_set(args.audit_n, 7, args.size, night_frac=0.0)
+    images, masks, _ = make_set(args.data / "audit", args.audit_n, 7, args.size, night=0.0)
     rng = np.random.default_rng(7)
     noisy = masks.copy()
     kinds = ["swap", "unlabelled_car", "edge"]
@@ -370,7 +355,10 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     p.add_argument("--seeds", type=int, default=None, help="active-learning seeds (default 3; quick 1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (200; quick 120)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (1000; quick 400)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="where the synthetic sets go (default: a temp folder)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -378,15 +366,23 @@ def main() -> None:
     seeds = args.seeds or (1 if q else 3)
     args.seeds, args.prune_seeds = seeds, min(seeds, 2)
     args.pool_n, args.test_n = (300, 100) if q else (600, 200)
+    args.night = 0.06  # probability of a night scene in the pool: the rare condition
     args.seed_size, args.batch, args.rounds = 20, 20, 4
-    steps = args.steps or (120 if q else 200)
+    steps = args.steps or (400 if q else 1000)
     args.steps, args.prune_steps, args.audit_steps = steps, steps, steps
     args.audit_n = 200 if q else 300
     args.images.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
+    with tempfile.TemporaryDirectory(prefix="drivelab-al-") as tmp:
+        args.data = args.data or Path(tmp)
+        run(args, parts)
+
+
+def run(args: argparse.Namespace, parts: set[str]) -> None:
     t0 = time.time()
-    pool = make_set(args.pool_n, 1, args.size, night_frac=0.06)
-    ti, tm, tn = make_set(args.test_n, 2, args.size, night_frac=0.5)
+    pool = make_set(args.data / "pool", args.pool_n, 1, args.size, night=args.night)
+    ti, tm, tn = make_set(args.data / "test", args.test_n, 2, args.size, night=0.5)
+    print(f"synthesised pool {args.pool_n}, test {args.test_n} in {time.time() - t0:.0f}s", flush=True)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if "al" in parts:
         print(
