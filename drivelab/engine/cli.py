@@ -58,7 +58,11 @@ def map_cmd(
     color: str = typer.Option("loss", help="Column to colour by first (any numeric column or 'cluster')."),
     size: str = typer.Option("loss", help="Column that sizes the dots."),
     seed: int = typer.Option(0, help="Random seed of the projection and clustering."),
-    thumbs: bool = typer.Option(True, help="Embed hover thumbnails and write click-through overlays."),
+    thumbs: bool = typer.Option(
+        True, help="Write hover thumbnails and click-through overlays (sheets beside the page)."
+    ),
+    density: bool = typer.Option(False, help="Add a hexbin density layer under the dots."),
+    workers: int = typer.Option(2, help="Threads drawing thumbnails and writing side files."),
 ) -> None:
     """2-D map of the latent space (UMAP/t-SNE/PCA + clusters) as interactive HTML and PNG."""
     from drivelab.engine.map import build_map
@@ -73,6 +77,8 @@ def map_cmd(
         size=size,
         seed=seed,
         thumbs=thumbs,
+        density=density,
+        workers=workers,
     )
     _print(f"map: {paths['html']}  png: {paths['png']}  clusters: {paths['clusters']}")
 
