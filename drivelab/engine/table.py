@@ -89,8 +89,9 @@ class EmbedTable:
 BLOCK_ROWS = 65536  # rows per block when a verb walks the features (~128 MB at 512-d float32)
 
 
-def iter_blocks(n: int, block: int = BLOCK_ROWS) -> Iterator[tuple[int, int]]:
-    """(start, stop) row ranges covering ``n`` rows in blocks."""
+def iter_blocks(n: int, block: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) row ranges covering ``n`` rows in blocks of ``block`` (default BLOCK_ROWS)."""
+    block = block or BLOCK_ROWS
     for start in range(0, n, block):
         yield start, min(n, start + block)
 
