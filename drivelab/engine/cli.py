@@ -153,6 +153,9 @@ def audit_cmd(
     ),
     split: str = typer.Option(None, help="Only this split (default: every labelled image)."),
     temperature: float = typer.Option(0.1, help="Soft-minimum temperature (smaller: closer to the minimum)."),
+    rank: str = typer.Option(
+        "regions", help="regions (region score + cleanlab's softmin) or softmin (cleanlab's score alone)."
+    ),
     batch_size: int = typer.Option(8, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     limit: int = typer.Option(None, help="Only the first N labelled images."),
@@ -170,13 +173,15 @@ def audit_cmd(
         top=top,
         push=push,
         temperature=temperature,
+        rank=rank,
         batch_size=batch_size,
         device=device,
         limit=limit,
     )
     head = df.head(min(5, len(df)))
     for row in head.itertuples():
-        _print(f"{row.rank:4d}  {row.score:.4f}  {row.name}")
+        pair = row.region_pair or "-"
+        _print(f"{row.rank:4d}  {row.score:.4f}  softmin {row.softmin:.4f}  {pair:28s} {row.name}")
     _print(
         f"ranking: {out / 'audit.csv'}  overlays: {out / 'overlays'}"
         + (f"; {min(push, len(df))} pushed as needs_fix" if push else "")

@@ -218,6 +218,17 @@ def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(engine_run: Path, engin
     assert victim in set(ranked["name"].iloc[:2])
     assert ranked.loc[ranked["mean_confidence"].idxmin(), "name"] == victim
     assert ranked["score"].is_monotonic_increasing
+    # its worst region is the wrong class pair: labelled "my car", seen as undrivable
+    row = ranked.set_index("name").loc[victim]
+    assert row["region_pair"] == "my car -> undrivable" and row["region_area"] > 50
+    # cleanlab's score is a column, and --rank softmin ranks by it alone
+    r = invoke("audit", engine_run, data, "--out", tmp_path / "audit_sm", "--rank", "softmin", "--top", 1)
+    assert r.exit_code == 0, r.output
+    by_softmin = pd.read_csv(tmp_path / "audit_sm" / "audit.csv")
+    assert by_softmin["softmin"].is_monotonic_increasing
+    assert set(by_softmin["name"]) == set(ranked["name"])
+    r = invoke("audit", engine_run, data, "--out", tmp_path / "x", "--rank", "magic")
+    assert isinstance(r.exception, DrivelabError) and "--rank" in str(r.exception)
     stem = Path(victim).stem
     assert (tmp_path / "audit" / "overlays" / f"{stem}.jpg").exists()
     suspects = read_label(tmp_path / "audit" / "suspects" / f"{stem}.png") == 255
