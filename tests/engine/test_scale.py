@@ -149,3 +149,18 @@ def test_embed_consolidates_chunks_in_dataset_order(tmp_path):
     t = load_table(out)
     assert t.names == ["a.png", "b.png", "c.png", "old.png"]
     assert t.features.tolist() == [[97, 1], [98, 1], [99, 0], [111, 1]]  # the latest a.png wins
+
+
+def test_hexbin_counts_every_point_once_in_regular_hexagons():
+    from drivelab.engine.map import density_traces, hexbin
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(0, 3, 5000), rng.normal(0, 1, 5000)
+    hx, hy, counts, sx, sy = hexbin(x, y, gridsize=30)
+    assert counts.sum() == 5000 and len(hx) == len(counts) and (counts > 0).all()
+    assert abs(sy / sx - np.sqrt(3)) < 0.15 * np.sqrt(3)  # regular hexagons: rows sqrt(3) sx apart
+    # every point lies within the circumradius (sx / sqrt(3)) of the nearest non-empty centre
+    d = np.hypot((x[:, None] - hx[None]) / sx, (y[:, None] - hy[None]) / sy * np.sqrt(3))
+    assert d.min(axis=1).max() <= 1 / np.sqrt(3) + 1e-6
+    traces = density_traces(x, y, gridsize=30)
+    assert 1 <= len(traces) <= 6 and all(t.type == "scattergl" and t.hoverinfo == "skip" for t in traces)
