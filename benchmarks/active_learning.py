@@ -38,8 +38,8 @@ scoring and the embedding are the library's own functions (what the CLI runs).
                    where that is a third class the band takes it (road|car -> undrivable,
                    road|hood -> undrivable, car|hood -> undrivable, lane|car -> undrivable);
                    at least 0.4% of the image must change
-   2-fold cross-fitting (each half is scored by a model trained on the other half, noisy masks
-   and all). Side by side in the same run, on the same probabilities: cleanlab's softmin score
+   4-fold cross-fitting (each quarter is scored by a model trained on the other three, noisy
+   masks and all). Side by side in the same run, on the same probabilities: cleanlab's softmin score
    (``cleanlab.segmentation.rank``), cleanlab's issue-pixel count (``method="num_pixel_issues"``),
    drivelab's region score alone and drivelab's ranking (regions + softmin). Precision among the
    top-ranked 10% (bar >= 0.8), AUROC, and recall per kind.
@@ -393,10 +393,10 @@ def audit_bench(args: argparse.Namespace) -> dict:
     images, masks, _ = data(args, f"audit{args.audit_seed}", args.audit_n, args.audit_seed, night=0.0)
     noisy, corrupted = inject(masks, 0.1, args.audit_seed)
     n = len(images)
-    folds = np.arange(n) % 2
+    folds = np.arange(n) % args.audit_folds
     probs = np.zeros((n, K, *args.size), np.float32)
     fold_miou = []
-    for f in (0, 1):  # cross-fitting: no model scores a mask it was trained on
+    for f in range(args.audit_folds):  # cross-fitting: no model scores a mask it was trained on
         t0 = time.time()
         tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         model = train(args, images[tr], noisy[tr], args.audit_steps, f)
@@ -421,6 +421,9 @@ def audit_bench(args: argparse.Namespace) -> dict:
     # the peers, on the same probabilities: cleanlab's own calls
     cl_softmin, _ = get_label_quality_scores(noisy, probs, method="softmin", verbose=False)
     cl_pixels, _ = get_label_quality_scores(noisy, probs, method="num_pixel_issues", verbose=False)
+    if args.save_probs:  # for looking at the scores again without retraining
+        kinds = np.array([corrupted.get(i, "") for i in range(n)])
+        np.savez(args.save_probs, probs=probs.astype(np.float16), noisy=noisy, masks=masks, kinds=kinds)
     truth = np.array([i in corrupted for i in range(n)])
     top = int(truth.sum())
     rows = {}
@@ -451,6 +454,7 @@ def audit_bench(args: argparse.Namespace) -> dict:
         write_image(args.images / "engine-audit.png", Image.fromarray(np.concatenate(strips, axis=0)))
     return {
         "n": n,
+        "folds": args.audit_folds,
         "corrupted": len(corrupted),
         "injected_by_kind": {k: sum(1 for v in corrupted.values() if v == k) for k in KINDS},
         "fold_miou": fold_miou,
@@ -522,6 +526,7 @@ def report(r: dict, args: argparse.Namespace) -> None:
         a = r["audit"]
         print(
             f"\naudit: {a['corrupted']} of {a['n']} masks corrupted {a['injected_by_kind']}; "
+            f"{a.get('folds', 2)}-fold "
             "cross-fitted models' "
             f"mIoU {', '.join(f'{v:.3f}' for v in a['fold_miou'])}; drivelab's softmin = cleanlab's to "
             f"{a['softmin_equals_cleanlab']:.1e}"
@@ -549,6 +554,8 @@ def main() -> None:
     p.add_argument("--audit-steps", type=int, default=None, help="training steps per audit fold (3000)")
     p.add_argument("--audit-n", type=int, default=None, help="masks in the audit set (600)")
     p.add_argument("--audit-seed", type=int, default=8, help="seed of the audit set and its errors")
+    p.add_argument("--audit-folds", type=int, default=4, help="cross-fitting folds of the audit (4)")
+    p.add_argument("--save-probs", type=Path, default=None, help="save the audit's probabilities (.npz)")
     p.add_argument("--images", type=Path, default=ROOT / "docs" / "images", help="where the plots go")
     p.add_argument("--json", type=Path, default=None, help="write this process's results here")
     p.add_argument(
