@@ -58,7 +58,11 @@ def map_cmd(
     color: str = typer.Option("loss", help="Column to colour by first (any numeric column or 'cluster')."),
     size: str = typer.Option("loss", help="Column that sizes the dots."),
     seed: int = typer.Option(0, help="Random seed of the projection and clustering."),
-    thumbs: bool = typer.Option(True, help="Embed hover thumbnails and write click-through overlays."),
+    thumbs: bool = typer.Option(
+        True, help="Write hover thumbnails and click-through overlays (sheets beside the page)."
+    ),
+    density: bool = typer.Option(False, help="Add a hexbin density layer under the dots."),
+    workers: int = typer.Option(2, help="Threads drawing thumbnails and writing side files."),
 ) -> None:
     """2-D map of the latent space (UMAP/t-SNE/PCA + clusters) as interactive HTML and PNG."""
     from drivelab.engine.map import build_map
@@ -73,6 +77,8 @@ def map_cmd(
         size=size,
         seed=seed,
         thumbs=thumbs,
+        density=density,
+        workers=workers,
     )
     _print(f"map: {paths['html']}  png: {paths['png']}  clusters: {paths['clusters']}")
 
@@ -147,6 +153,9 @@ def audit_cmd(
     ),
     split: str = typer.Option(None, help="Only this split (default: every labelled image)."),
     temperature: float = typer.Option(0.1, help="Soft-minimum temperature (smaller: closer to the minimum)."),
+    rank: str = typer.Option(
+        "regions", help="regions (region score + cleanlab's softmin) or softmin (cleanlab's score alone)."
+    ),
     batch_size: int = typer.Option(8, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     limit: int = typer.Option(None, help="Only the first N labelled images."),
@@ -164,13 +173,15 @@ def audit_cmd(
         top=top,
         push=push,
         temperature=temperature,
+        rank=rank,
         batch_size=batch_size,
         device=device,
         limit=limit,
     )
     head = df.head(min(5, len(df)))
     for row in head.itertuples():
-        _print(f"{row.rank:4d}  {row.score:.4f}  {row.name}")
+        pair = row.region_pair or "-"
+        _print(f"{row.rank:4d}  {row.score:.4f}  softmin {row.softmin:.4f}  {pair:28s} {row.name}")
     _print(
         f"ranking: {out / 'audit.csv'}  overlays: {out / 'overlays'}"
         + (f"; {min(push, len(df))} pushed as needs_fix" if push else "")

@@ -367,29 +367,44 @@ def _flush(out: Path, part: int, rows: list[dict], feats: list[np.ndarray]) -> N
 
 def _consolidate(out: Path, order: list[str]) -> Path:
     """All chunks -> table.parquet + features.npy, rows in dataset order (names not in ``order``,
-    e.g. from an earlier, larger --limit, come last)."""
-    import io
+    e.g. from an earlier, larger --limit, come last).
 
+    The chunks' features are memory-mapped and streamed into features.npy block by block in the
+    final order, through one atomic write: a pool of any size never sits in memory twice."""
     import pandas as pd
 
-    from drivelab.io import write_bytes, write_table
+    from drivelab.engine.table import iter_blocks
+    from drivelab.io import atomic_write, write_table
 
     frames, feats = [], []
     for p in sorted((out / "chunks").glob("part-*.parquet")):
         if p.with_suffix(".npy").exists():
             frames.append(pd.read_parquet(p))
-            feats.append(np.load(p.with_suffix(".npy")))
+            feats.append(np.load(p.with_suffix(".npy"), mmap_mode="r"))
     df = pd.concat(frames, ignore_index=True)
-    f = np.concatenate(feats)
+    offsets = np.cumsum([0] + [len(f) for f in feats])
     df["_row"] = np.arange(len(df))
     df = df.drop_duplicates("name", keep="last")
-    rank = {n: i for i, n in enumerate(order)}
-    df["_order"] = df["name"].map(lambda n: rank.get(n, len(rank)))
+    rank = pd.Index(order).get_indexer(df["name"])
+    df["_order"] = np.where(rank >= 0, rank, len(order))
     df = df.sort_values(["_order", "_row"], kind="stable")
-    f = f[df["_row"].to_numpy()]
+    rows = df["_row"].to_numpy()
     df = df.drop(columns=["_row", "_order"]).reset_index(drop=True)
-    buf = io.BytesIO()
-    np.save(buf, f.astype(np.float32))
-    write_bytes(out / FEATURES, buf.getvalue())
+    dim = feats[0].shape[1]
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+        "fortran_order": False,
+        "shape": (len(rows), dim),
+    }
+    with atomic_write(out / FEATURES) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for a, b in iter_blocks(len(rows)):
+            r = rows[a:b]
+            part = np.searchsorted(offsets, r, side="right") - 1
+            block = np.empty((b - a, dim), dtype="<f4")
+            for q in np.unique(part):
+                sel = part == q
+                block[sel] = feats[q][r[sel] - offsets[q]]
+            f.write(block.tobytes())
     write_table(out / TABLE, df)
     return out / TABLE

@@ -17,20 +17,40 @@ PROJECTIONS = ("umap", "tsne", "pca")
 CLUSTERINGS = ("kmeans", "hdbscan")
 
 
-def prepare(features: np.ndarray, dims: int = 50, seed: int = 0) -> np.ndarray:
-    """(N, D) features -> (N, <=dims) standardised PCA coordinates (float32). Rows must be finite."""
+def prepare(
+    features: np.ndarray, dims: int = 50, seed: int = 0, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, D) features (or their ``rows``, in that order) -> (N, <=dims) standardised PCA
+    coordinates (float32). The rows must be finite.
+
+    ``features`` may be a memory-mapped matrix: it is read in row blocks into one float64 working
+    copy (4 GB at 1M x 512), standardised in place, and PCA (scikit-learn; on tall matrices its
+    ``covariance_eigh`` solver, which makes no further N x D copy) reduces it."""
     from sklearn.decomposition import PCA
 
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2 or len(x) == 0:
-        raise DrivelabError(f"need a non-empty (N, D) feature matrix, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise DrivelabError("features contain NaN or inf (drop those rows first)")
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
-    k = min(dims, x.shape[1], len(x))
-    if k < x.shape[1] and len(x) > 1:
-        x = PCA(n_components=k, random_state=seed).fit_transform(x)
+    from drivelab.engine.table import iter_blocks
+
+    shape = tuple(getattr(features, "shape", ()))
+    if rows is not None and len(shape) == 2:
+        shape = (len(rows), shape[1])
+    if len(shape) != 2 or shape[0] == 0:
+        raise DrivelabError(f"need a non-empty (N, D) feature matrix, got shape {shape}")
+    n, d = shape
+    x = np.empty((n, d), dtype=np.float64)
+    for a, b in iter_blocks(n):
+        x[a:b] = features[a:b] if rows is None else features[rows[a:b]]
+        if not np.isfinite(x[a:b]).all():
+            raise DrivelabError("features contain NaN or inf (drop those rows first)")
+    mean = x.mean(axis=0)
+    var = np.zeros(d)
+    for a, b in iter_blocks(n):
+        var += ((x[a:b] - mean) ** 2).sum(axis=0)
+    std = np.sqrt(var / n)
+    x -= mean
+    x /= np.where(std > 1e-12, std, 1.0)
+    k = min(dims, d, n)
+    if k < d and n > 1:
+        x = PCA(n_components=k, random_state=seed, copy=False).fit_transform(x)
     return x.astype(np.float32)
 
 
@@ -38,7 +58,13 @@ def project(features: np.ndarray, method: str = "umap", seed: int = 0) -> np.nda
     """(N, D) features -> (N, 2) map coordinates with UMAP, t-SNE or PCA."""
     if method not in PROJECTIONS:
         raise DrivelabError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
-    x = prepare(features, seed=seed)
+    return project_prepared(prepare(features, seed=seed), method, seed)
+
+
+def project_prepared(x: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
+    """``project`` on coordinates ``prepare`` already made (the map clusters the same matrix)."""
+    if method not in PROJECTIONS:
+        raise DrivelabError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
     n = len(x)
     if n < 3:
         raise DrivelabError(f"a map needs at least 3 samples with finite features, got {n}")
@@ -91,7 +117,19 @@ def cluster(
     """(N, D) features -> (N,) int cluster ids (HDBSCAN marks noise as -1)."""
     if method not in CLUSTERINGS:
         raise DrivelabError(f"unknown clustering {method!r}; choose one of {', '.join(CLUSTERINGS)}")
-    x = prepare(features, seed=seed)
+    return cluster_prepared(prepare(features, seed=seed), method, k=k, min_size=min_size, seed=seed)
+
+
+def cluster_prepared(
+    x: np.ndarray,
+    method: str = "kmeans",
+    k: int | None = None,
+    min_size: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """``cluster`` on coordinates ``prepare`` already made (prune and the map reuse them)."""
+    if method not in CLUSTERINGS:
+        raise DrivelabError(f"unknown clustering {method!r}; choose one of {', '.join(CLUSTERINGS)}")
     n = len(x)
     if method == "kmeans":
         from sklearn.cluster import KMeans

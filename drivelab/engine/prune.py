@@ -68,16 +68,38 @@ def allocate(sizes: np.ndarray, weights: np.ndarray, total: int) -> np.ndarray:
     return quota
 
 
-def farthest_first(x: np.ndarray, centre: np.ndarray, n: int) -> np.ndarray:
-    """``n`` row indices of ``x``: k-center greedy with ``centre`` as the first, virtual, centre."""
+EXACT_BLOCK = 2048  # clusters up to this size get exact farthest-first; bigger ones go in blocks
+
+
+def farthest_first(x: np.ndarray, centre: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` row indices of ``x``: k-center greedy with ``centre`` as the first, virtual, centre.
+
+    Exact farthest-first costs O(rows x picks), which is quadratic in the cluster size when a
+    fixed fraction is kept. A cluster of more than ``EXACT_BLOCK`` rows is therefore split at
+    random (seeded) into blocks of at most that size, each block keeps its share of ``n`` (in
+    proportion to its size) by exact farthest-first from the same centre: every block is a
+    random sample of the cluster, so each still drops its core, and the cost is linear in the
+    cluster size. Clusters up to ``EXACT_BLOCK`` rows get exactly the unblocked result."""
+    n = min(n, len(x))
+    if len(x) <= EXACT_BLOCK:
+        return _farthest_first_exact(x, centre, n)
+    rng = np.random.default_rng(seed)
+    blocks = np.array_split(rng.permutation(len(x)), -(-len(x) // EXACT_BLOCK))
+    quota = allocate(np.array([len(b) for b in blocks]), np.ones(len(blocks)), n)
+    picks = [b[_farthest_first_exact(x[b], centre, int(q))] for b, q in zip(blocks, quota, strict=True)]
+    return np.concatenate(picks) if picks else np.zeros(0, np.int64)
+
+
+def _farthest_first_exact(x: np.ndarray, centre: np.ndarray, n: int) -> np.ndarray:
     mind = np.linalg.norm(x - centre, axis=1)
-    picked: list[int] = []
-    for _ in range(min(n, len(x))):
+    picked = np.empty(min(n, len(x)), dtype=np.int64)
+    for t in range(len(picked)):
         j = int(np.argmax(mind))
-        picked.append(j)
-        mind = np.minimum(mind, np.linalg.norm(x - x[j], axis=1))
-        mind[picked] = -1.0
-    return np.asarray(picked, dtype=np.int64)
+        picked[t] = j
+        np.minimum(mind, np.linalg.norm(x - x[j], axis=1), out=mind)
+        # every earlier pick already sits at -1 (min with a distance keeps it there)
+        mind[j] = -1.0
+    return picked
 
 
 def prune(
@@ -92,7 +114,7 @@ def prune(
     seed: int = 0,
 ) -> PruneResult:
     """Choose which rows to keep (see the module docstring)."""
-    from drivelab.engine.project import cluster, prepare
+    from drivelab.engine.project import cluster_prepared, prepare
 
     n = len(features)
     if not 0.0 < keep <= 1.0:
@@ -102,7 +124,9 @@ def prune(
     if n == 0:
         raise DrivelabError("nothing to prune: the table is empty")
     loss = np.asarray(loss, dtype=np.float64)
-    finite = np.isfinite(features).all(axis=1)
+    from drivelab.engine.table import finite_rows
+
+    finite = finite_rows(features)
     notes: list[str] = []
     if (~finite).any():
         notes.append(f"{int((~finite).sum())} rows have NaN/inf features; they cannot be placed and are kept")
@@ -114,27 +138,31 @@ def prune(
         )
     loss = np.where(np.isfinite(loss), loss, np.nanmean(loss[finite]))
     idx = np.flatnonzero(finite)
-    x = prepare(features[idx], seed=seed)
+    x = prepare(features, seed=seed, rows=None if finite.all() else idx)
     labels = np.full(n, -2, dtype=np.int64)
-    labels[idx] = cluster(features[idx], method, k=k, seed=seed) if clusters is None else clusters[idx]
+    labels[idx] = cluster_prepared(x, method, k=k, seed=seed) if clusters is None else clusters[idx]
     keep_mask = ~finite | (labels == -1)
     dist = np.full(n, np.nan)
-    ids = sorted(c for c in np.unique(labels) if c >= 0)
-    pos = {r: i for i, r in enumerate(idx)}
+    pos = np.full(n, -1, dtype=np.int64)  # row -> its row in x
+    pos[idx] = np.arange(len(idx))
+    # Rows of each cluster in one sort (not one pass over N per cluster: HDBSCAN finds hundreds).
+    order = np.argsort(labels, kind="stable")
+    uniq, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    members = {int(c): order[a : a + m] for c, a, m in zip(uniq, starts, counts, strict=True) if c >= 0}
+    ids = sorted(members)
     centres = {}
     for c in ids:
-        rows = np.flatnonzero(labels == c)
-        cx = x[[pos[r] for r in rows]]
+        cx = x[pos[members[c]]]
         centres[c] = cx.mean(axis=0)
-        dist[rows] = np.linalg.norm(cx - centres[c], axis=1)
-    mean_loss = np.array([loss[labels == c].mean() for c in ids])
-    sizes = np.array([(labels == c).sum() for c in ids])
+        dist[members[c]] = np.linalg.norm(cx - centres[c], axis=1)
+    mean_loss = np.array([loss[members[c]].mean() for c in ids])
+    sizes = np.array([len(members[c]) for c in ids])
     n_protect = math.ceil(protect * len(ids)) if protect > 0 else 0
     protected = np.zeros(len(ids), dtype=bool)
     protected[np.argsort(-mean_loss, kind="stable")[:n_protect]] = True
     for c, p in zip(ids, protected, strict=True):
         if p:
-            keep_mask[labels == c] = True
+            keep_mask[members[c]] = True
     target = int(round(keep * n))
     left = target - int(keep_mask.sum())
     if left < 0:
@@ -154,23 +182,22 @@ def prune(
     for c, q, p in zip(ids, quota, protected, strict=True):
         if p or q == 0:
             continue
-        rows = np.flatnonzero(labels == c)
-        cx = x[[pos[r] for r in rows]]
-        keep_mask[rows[farthest_first(cx, centres[c], int(q))]] = True
+        rows = members[c]
+        keep_mask[rows[farthest_first(x[pos[rows]], centres[c], int(q), seed=seed)]] = True
     report = []
     for c, p, ml in zip(ids, protected, mean_loss, strict=True):
-        rows = labels == c
-        kept, dropped = rows & keep_mask, rows & ~keep_mask
+        rows = members[c]
+        kept, dropped = rows[keep_mask[rows]], rows[~keep_mask[rows]]
         report.append(
             {
                 "cluster": int(c),
-                "size": int(rows.sum()),
+                "size": len(rows),
                 "mean_loss": float(ml),
                 "protected": bool(p),
-                "kept": int(kept.sum()),
-                "dropped": int(dropped.sum()),
-                "mean_dist_kept": float(dist[kept].mean()) if kept.any() else float("nan"),
-                "mean_dist_dropped": float(dist[dropped].mean()) if dropped.any() else float("nan"),
+                "kept": len(kept),
+                "dropped": len(dropped),
+                "mean_dist_kept": float(dist[kept].mean()) if len(kept) else float("nan"),
+                "mean_dist_dropped": float(dist[dropped].mean()) if len(dropped) else float("nan"),
             }
         )
     for c, what in ((-1, "outliers (HDBSCAN noise)"), (-2, "no finite features")):

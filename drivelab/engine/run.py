@@ -68,7 +68,7 @@ def run_select(
         loss=table.column("loss"),
         seed=seed,
     )
-    names = [table.names[i] for i in picked]
+    names = table.name_array()[picked].tolist()  # one array, not a name list rebuilt per pick
     write_name_list(
         out,
         names,
@@ -129,7 +129,7 @@ def run_prune(
     result = prune(table.features, values, keep, method=method, k=k, protect=protect, seed=seed)
     result.notes[:0] = notes
     out = Path(out)
-    names = np.array(table.names, dtype=object)
+    names = table.name_array()
     write_name_list(
         out / "kept.txt", names[result.keep].tolist(), header=f"drivelab prune --keep {keep}: kept"
     )

@@ -6,7 +6,9 @@ On disk (written by ``drivelab embed``, see ``drivelab.engine.embed``)::
                           loss, pixel_acc, miou, iou_<class>..., entropy, margin,
                           share_<class>... (label), pred_share_<class>... (prediction),
                           instances / pred_instances (instance models), pred_path
-    <dir>/features.npy    float32 (N, D), row i belongs to row i of the table
+    <dir>/features.npy    float32 (N, D), row i belongs to row i of the table; opened memory-mapped
+                          (read-only), so a pool of a million 512-d rows costs no RAM until read,
+                          and every verb reads it in row blocks (``iter_blocks``)
     <dir>/embed.json      what made it: checkpoint, dataset, task, classes, feature_dim, size
 
 A table may instead carry its features in a ``features`` column (lists of floats), which is
@@ -17,6 +19,7 @@ features are required; every verb checks for the columns it needs and says which
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +57,11 @@ class EmbedTable:
     def finite_rows(self) -> np.ndarray:
         """Boolean (N,): rows whose feature vector is all finite (NaN/inf rows are excluded
         from projection, clustering, selection and pruning, and reported)."""
-        return np.isfinite(self.features).all(axis=1) if len(self) else np.zeros(0, bool)
+        return finite_rows(self.features)
+
+    def name_array(self) -> np.ndarray:
+        """Names as an object array (index it with row numbers; ``names`` rebuilds a list)."""
+        return self.df["name"].astype(str).to_numpy(dtype=object)
 
     def column(self, name: str, default: float = np.nan) -> np.ndarray:
         """A numeric column as float64 (``default`` everywhere when the column is absent)."""
@@ -77,6 +84,25 @@ class EmbedTable:
             return list(self.meta["classes"])
         cols = [c for c in self.df.columns if c.startswith("iou_")]
         return [c[4:] for c in cols]
+
+
+BLOCK_ROWS = 65536  # rows per block when a verb walks the features (~128 MB at 512-d float32)
+
+
+def iter_blocks(n: int, block: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) row ranges covering ``n`` rows in blocks of ``block`` (default BLOCK_ROWS)."""
+    block = block or BLOCK_ROWS
+    for start in range(0, n, block):
+        yield start, min(n, start + block)
+
+
+def finite_rows(features: np.ndarray) -> np.ndarray:
+    """Boolean (N,): rows whose vector is all finite, read block by block (a memory-mapped matrix
+    is never materialised, nor an (N, D) boolean temporary)."""
+    out = np.zeros(len(features), dtype=bool)
+    for a, b in iter_blocks(len(features)):
+        out[a:b] = np.isfinite(features[a:b]).all(axis=1)
+    return out
 
 
 def resolve(path: str | Path) -> Path:
@@ -129,7 +155,10 @@ def _features(df: pd.DataFrame, path: Path, meta: dict) -> np.ndarray:
         raise DrivelabError(
             f"no features: the table has no 'features' column and {fpath.name} is missing beside it", path
         )
-    feats = np.load(fpath, mmap_mode=None)
+    try:
+        feats = np.load(fpath, mmap_mode="r")
+    except ValueError as e:  # not an .npy file, or an object array
+        raise DrivelabError(f"cannot read the feature matrix ({e})", fpath) from None
     if feats.ndim != 2:
         raise DrivelabError(f"features must be a 2-D (N, D) matrix, got shape {feats.shape}", fpath)
     if len(feats) != len(df):
@@ -138,7 +167,10 @@ def _features(df: pd.DataFrame, path: Path, meta: dict) -> np.ndarray:
             "they are not from the same embed run",
             fpath,
         )
-    return feats.astype(np.float32, copy=False)
+    if feats.dtype != np.float32:
+        # Only a hand-made file of another dtype is converted (in memory); embed writes float32.
+        feats = np.asarray(feats, dtype=np.float32)
+    return feats
 
 
 def check_names(table: EmbedTable, names: list[str], what: str | Path) -> None:

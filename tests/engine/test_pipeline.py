@@ -106,7 +106,13 @@ def test_map_writes_html_png_and_cluster_summary(embedded: Path, tmp_path: Path)
     assert summary["size"].sum() == 16 and {"mean_loss", "mean_iou_road"} <= set(summary.columns)
     pts = pd.read_parquet(tmp_path / "map_points.parquet")
     assert len(pts) == 16 and pts[["x", "y"]].notna().all().all()
-    assert len(list((tmp_path / "map_files").glob("*.jpg"))) == 16
+    # thumbnails and click-through strips are sheets beside the page, never inlined in it
+    files = tmp_path / "map_files"
+    assert [p.name for p in (files / "thumbs").iterdir()] == ["00000.jpg"]  # 16 thumbnails, one sheet
+    assert sorted(p.name for p in (files / "views").iterdir()) == ["00000.jpg", "00001.jpg"]  # 8 a sheet
+    assert "data:image/jpeg" not in html and len(list((files / "rows").iterdir())) == 1
+    sheet = read_rgb(files / "views" / "00001.jpg")
+    assert sheet.shape[0] == 8 * 64 and sheet.shape[1] == 3 * 128  # 8 strips of image | label | prediction
     r = invoke("map", embedded, "--out", tmp_path / "bad.html", "--projection", "pca", "--color", "nonsense")
     assert isinstance(r.exception, DrivelabError) and "cannot colour by" in str(r.exception)
 
@@ -189,9 +195,7 @@ def test_prune_keeps_fraction_and_reports(embedded: Path, tmp_path: Path):
     assert isinstance(r.exception, DrivelabError)
 
 
-def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(
-    engine_run: Path, engine_data: Path, tmp_path: Path
-):
+def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(engine_run: Path, engine_data: Path, tmp_path: Path):
     from drivelab.io import read_label, write_png
     from drivelab.schema import comma10k
 
@@ -214,6 +218,17 @@ def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(
     assert victim in set(ranked["name"].iloc[:2])
     assert ranked.loc[ranked["mean_confidence"].idxmin(), "name"] == victim
     assert ranked["score"].is_monotonic_increasing
+    # its worst region is the wrong class pair: labelled "my car", seen as undrivable
+    row = ranked.set_index("name").loc[victim]
+    assert row["region_pair"] == "my car -> undrivable" and row["region_area"] > 50
+    # cleanlab's score is a column, and --rank softmin ranks by it alone
+    r = invoke("audit", engine_run, data, "--out", tmp_path / "audit_sm", "--rank", "softmin", "--top", 1)
+    assert r.exit_code == 0, r.output
+    by_softmin = pd.read_csv(tmp_path / "audit_sm" / "audit.csv")
+    assert by_softmin["softmin"].is_monotonic_increasing
+    assert set(by_softmin["name"]) == set(ranked["name"])
+    r = invoke("audit", engine_run, data, "--out", tmp_path / "x", "--rank", "magic")
+    assert isinstance(r.exception, DrivelabError) and "--rank" in str(r.exception)
     stem = Path(victim).stem
     assert (tmp_path / "audit" / "overlays" / f"{stem}.jpg").exists()
     suspects = read_label(tmp_path / "audit" / "suspects" / f"{stem}.png") == 255
@@ -229,7 +244,7 @@ def test_audit_ranks_a_corrupted_mask_high_and_pushes_it(
 def test_map_opens_in_headless_chromium_without_errors(embedded: Path, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
-    r = invoke("map", embedded, "--out", tmp_path / "m.html", "--projection", "pca", "--k", 2)
+    r = invoke("map", embedded, "--out", tmp_path / "m.html", "--projection", "pca", "--k", 2, "--density")
     assert r.exit_code == 0, r.output
     errors: list[str] = []
     with sync_playwright() as p:
@@ -238,20 +253,44 @@ def test_map_opens_in_headless_chromium_without_errors(embedded: Path, tmp_path:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((tmp_path / "m.html").as_uri())
-        page.wait_for_selector("#map .scatterlayer .point", timeout=20000)
-        assert page.locator("#map .scatterlayer .point").count() == 16
-        # hover a dot: the thumbnail appears
-        box = page.locator("#map .scatterlayer .point").first.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        # WebGL draws no DOM node per dot: find the first dot's pixel through plotly's axes
+        page.wait_for_function(
+            "(() => { const g = document.getElementById('map');"
+            " return g && g._fullLayout && g.querySelector('canvas'); })()",
+            timeout=30000,
+        )
+        n, x, y = page.evaluate(
+            """(() => { const g = document.getElementById('map'), t = g._fullData[DATA.pointsTrace];
+            const xa = g._fullLayout.xaxis, ya = g._fullLayout.yaxis, r = g.getBoundingClientRect();
+            return [t.x.length, r.left + xa._offset + xa.l2p(t.x[0]),
+                    r.top + ya._offset + ya.l2p(t.y[0])]; })()"""
+        )
+        assert n == 16 and page.evaluate("document.getElementById('map')._fullData[0].type") == "scattergl"
+        # hover a dot: the card shows its thumbnail (a cell of the sprite sheet) and its name
+        page.mouse.move(x, y)
         page.wait_for_function("document.getElementById('hover').style.display === 'block'", timeout=5000)
-        # click it: the panel shows the overlay image, and the image loads
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        assert "thumbs/00000.jpg" in page.inner_html("#hover")
+        name = page.inner_text("#hover b")
+        # click it: the panel shows the overlay strip (the image loads) and the row's columns
+        page.mouse.click(x, y)
         page.wait_for_function(
             "(() => { const i = document.getElementById('detail');"
             " return i && i.complete && i.naturalWidth > 0; })()",
             timeout=5000,
         )
-        # the colour dropdown restyles without errors
-        page.evaluate("Plotly.restyle('map', {'marker.color': [[1, 2, 3]]})")
+        page.wait_for_function("document.querySelectorAll('#row tr').length > 5", timeout=5000)
+        assert page.inner_text("#panel b") == name and "entropy" in page.inner_text("#row")
+        # colour by another column: its values load from a side file, plotly restyles
+        page.select_option("#colour", "entropy")
+        page.wait_for_function(
+            "document.getElementById('map')._fullData[DATA.pointsTrace]"
+            ".marker.colorbar.title.text === 'entropy'",
+            timeout=5000,
+        )
+        page.select_option("#colour", "cluster")
+        page.wait_for_function(
+            "document.getElementById('map')._fullData[DATA.pointsTrace].marker.showscale === false",
+            timeout=5000,
+        )
         browser.close()
     assert errors == []

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drivelab.engine.audit import ClassThresholds, self_confidence, softmin_score, suspect_box, suspect_pixels
 from drivelab.engine.project import cluster, project
 from drivelab.engine.prune import allocate, prune
 from drivelab.engine.select import select_indices
@@ -136,33 +135,6 @@ def test_clustering_finds_blobs_and_rejects_bad_input():
         project(x[:2], "pca")
     with pytest.raises(DrivelabError, match="unknown projection"):
         project(x, "mds")
-
-
-# --------------------------------------------------------------------------- audit scoring
-def _probs_for(mask: np.ndarray, k: int, sure: float = 0.9) -> np.ndarray:
-    p = np.full((k, *mask.shape), (1 - sure) / (k - 1), np.float32)
-    for c in range(k):
-        p[c][mask == c] = sure
-    return p
-
-
-def test_audit_scores_a_swapped_region_low_and_boxes_it():
-    truth = np.zeros((32, 64), np.uint8)
-    truth[10:20, 30:50] = 1
-    truth[25:, :] = 2
-    probs = _probs_for(truth, 3)
-    wrong = truth.copy()
-    wrong[10:20, 30:50] = 2  # a region's class swapped
-    wrong[0, 0] = 255  # ignored pixels do not count
-    good = softmin_score(self_confidence(probs, truth))
-    bad = softmin_score(self_confidence(probs, wrong))
-    assert good > 0.85 and bad < 0.2
-    t = ClassThresholds(3)
-    t.update(self_confidence(probs, wrong), wrong)
-    sus = suspect_pixels(probs, wrong, t.values)
-    assert sus[10:20, 30:50].all() and sus.sum() == 200
-    assert suspect_box(sus) == [30, 10, 50, 20]
-    assert suspect_box(np.zeros((4, 4), bool)) is None
 
 
 # --------------------------------------------------------------------------- table validation
