@@ -127,8 +127,10 @@ def test_box_crop_and_mask_loss():
 
 
 def test_tight_boxes_follow_the_masks():
-    masks = torch.zeros(2, 10, 12, dtype=torch.bool)
-    masks[0, 2:5, 3:9] = True
+    masks = torch.zeros(2, 10, 12)
+    masks[0, 2:5, 3:9] = 0.7
+    masks[0, 6, 11] = 0.4  # below the threshold
+    masks[1, 4, 4] = 0.49
     fallback = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]])
     out = tight_boxes(masks, fallback)
     assert out[0].tolist() == [3.0, 2.0, 9.0, 5.0]  # x2/y2 exclusive, like boxes_from_masks
