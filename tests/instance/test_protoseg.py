@@ -71,7 +71,7 @@ def test_train_mode_returns_finite_losses_that_reach_every_parameter(tote_sets):
     # no objects at all: zero box/mask losses, still a graph over every parameter
     model.zero_grad()
     losses = model([im.float() / 255 for im in images], [targets[1], targets[1]])
-    assert float(losses["loss_box"]) == 0 and float(losses["loss_mask"]) == 0
+    assert losses["loss_box"].item() == 0 and losses["loss_mask"].item() == 0
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters())
 
