@@ -218,3 +218,29 @@ def test_protoseg_learns_to_segment_two_totes(tote_sets):
         loss.backward()
         opt.step()
     assert recall() >= 0.6
+
+
+def test_mask_candidates_keep_an_occluded_object_its_own_anchors():
+    """A small object lying on a big one: its box is inside the big box, its pixels are not."""
+    g = (torch.arange(8) + 0.5) * 4
+    ys, xs = torch.meshgrid(g, g, indexing="ij")
+    anchors = torch.stack([xs, ys], -1).reshape(-1, 2)
+    masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
+    masks[0, :, :] = 1
+    masks[0, 8:16, 8:16] = 0  # the visible part of the big object has a hole ...
+    masks[1, 8:16, 8:16] = 1  # ... where the small one lies on top
+    gt = torch.tensor([[0.0, 0.0, 32.0, 32.0], [8.0, 8.0, 16.0, 16.0]])
+    labels = torch.tensor([0, 0])
+    on_small = masks[1, anchors[:, 1].long(), anchors[:, 0].long()].bool()
+    # the anchors on the small object predict the big box (the others 2 px squares): they are the
+    # big object's best, and by IoU it wins every anchor the two boxes share
+    boxes = torch.cat([anchors - 1, anchors + 1], 1)
+    boxes[on_small] = gt[0]
+    scores = torch.full((64, 1), 0.5)
+    by_box = task_aligned_assign(scores, boxes, anchors, gt, labels, topk=10)
+    by_mask = task_aligned_assign(scores, boxes, anchors, gt, labels, topk=10, gt_masks=masks)
+    assert not (by_box.fg & (by_box.gt_index == 1)).any()  # the small object lost all its anchors
+    small = by_mask.fg & (by_mask.gt_index == 1)
+    assert small.any() and torch.equal(small, on_small & by_mask.fg)
+    big = by_mask.fg & (by_mask.gt_index == 0)
+    assert not (big & on_small).any()

@@ -40,9 +40,15 @@ def task_aligned_assign(
     topk: int = 10,
     alpha: float = 0.5,
     beta: float = 6.0,
+    gt_masks: Tensor | None = None,
 ) -> Assignment:
     """Assign anchors of one image. scores (A, C) probabilities, boxes (A, 4) predicted xyxy,
-    anchors (A, 2) xy centres, gt_boxes (M, 4) xyxy, gt_labels (M,) class indices 0..C-1."""
+    anchors (A, 2) xy centres, gt_boxes (M, 4) xyxy, gt_labels (M,) class indices 0..C-1.
+
+    ``gt_masks`` (M, H, W): candidates are the anchors whose centre lies on the object's mask
+    instead of in its box. Visible-part masks do not overlap, so an occluded object whose box
+    lies inside a bigger object's box keeps anchors of its own (with boxes, the bigger object
+    takes them, and the small one ends up swallowed by its neighbour's prediction)."""
     from torchvision.ops import box_iou
 
     a, m = len(anchors), len(gt_boxes)
@@ -50,9 +56,15 @@ def task_aligned_assign(
         zeros = torch.zeros(a, device=anchors.device)
         return Assignment(zeros.bool(), zeros.long(), zeros)
     x, y = anchors[:, 0][None], anchors[:, 1][None]
-    inside = (
-        (x > gt_boxes[:, 0:1]) & (x < gt_boxes[:, 2:3]) & (y > gt_boxes[:, 1:2]) & (y < gt_boxes[:, 3:4])
-    )  # (M, A)
+    if gt_masks is not None:
+        h, w = gt_masks.shape[-2:]
+        px = anchors[:, 0].long().clamp_(0, w - 1)
+        py = anchors[:, 1].long().clamp_(0, h - 1)
+        inside = gt_masks[:, py, px].bool()  # (M, A)
+    else:
+        inside = (
+            (x > gt_boxes[:, 0:1]) & (x < gt_boxes[:, 2:3]) & (y > gt_boxes[:, 1:2]) & (y < gt_boxes[:, 3:4])
+        )  # (M, A)
     # An object thinner than the anchor spacing may hold no anchor centre: give it its nearest one.
     empty = ~inside.any(1)
     if empty.any():

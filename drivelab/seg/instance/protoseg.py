@@ -62,6 +62,7 @@ class ProtoSeg(nn.Module):
         topk: int = 10,
         crop_margin: float = 2.0,
         head_conv: str = "dw",
+        assign_inside: str = "box",
         mask_boxes: bool = True,
         loss_weights: dict | None = None,
         detections_per_img: int = 100,
@@ -97,6 +98,9 @@ class ProtoSeg(nn.Module):
         if head_conv not in ("dw", "full"):
             raise DrivelabError(f"head_conv must be 'dw' or 'full', got {head_conv!r}")
         conv3 = conv_dw if head_conv == "dw" else conv_bn
+        if assign_inside not in ("box", "mask"):
+            raise DrivelabError(f"assign_inside must be 'box' or 'mask', got {assign_inside!r}")
+        self.assign_inside = assign_inside
         self.lateral = nn.ModuleList(conv_bn(chans[i], c, 1) for i in self.levels)
         self.smooth = nn.ModuleList(conv3(c, c) for _ in self.levels[:-1])
         self.stem = conv3(c, c)
@@ -181,7 +185,8 @@ class ProtoSeg(nn.Module):
             gt_boxes = t["boxes"].to(boxes.dtype)
             labels = t["labels"].long() - 1
             a = task_aligned_assign(
-                logits[i].detach().sigmoid(), boxes[i].detach(), anchors, gt_boxes, labels, self.topk
+                logits[i].detach().sigmoid(), boxes[i].detach(), anchors, gt_boxes, labels, self.topk,
+                gt_masks=t["masks"] if self.assign_inside == "mask" else None,
             )
             if not a.fg.any():
                 continue
