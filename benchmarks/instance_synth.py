@@ -344,8 +344,8 @@ def verdict(sides: dict) -> list[str]:
     ]
     for name, a, b, larger in checks:
         ok = a >= b if larger else a <= b
-        out.append(f"{name}: drivelab {a:.3f} vs peer {b:.3f}: {'met' if ok else 'MISSED'}"
-                   + ("" if ok else f" by {abs(a - b):.3f}"))
+        out.append(f"{name}: drivelab {a:.4g} vs peer {b:.4g}: {'met' if ok else 'MISSED'}"
+                   + ("" if ok else f" by {abs(a - b):.3g}"))
     return out
 
 
