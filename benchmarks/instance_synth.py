@@ -1,120 +1,419 @@
-"""Mask R-CNN (MobileNetV3-FPN, slim heads) trained on synthetic totes on the CPU.
+"""drivelab's instance model and the YOLO-seg peer, back to back on synthetic totes, on the CPU.
 
-Prints mask/box AP and over-/under-segmentation counts on held-out totes (another seed) before
-training (random weights) and after at most ``--minutes`` of training through the shared
-trainer (``drivelab train totes-synth``). Usage:
+Same data (``--train`` synthetic totes for training, ``--val`` held-out totes of another seed,
+``drivelab.data.synth`` "coco" at ``--size``), the same wall-clock training budget
+(``--minutes`` each), the same torch thread count (``--threads``), data loading in the training
+process for both (no loader workers), and the final weights of each scored by the same
+pycocotools COCOeval call and the same over-/under-segmentation analysis
+(``drivelab.seg.instance.evaluate.analyze``). Neither looks at the held-out totes while
+training (no model selection on them).
 
-    python benchmarks/instance_synth.py [--minutes 12] [--train 256] [--val 32] [--out /tmp/x]
+drivelab trains the ``totes-synth`` preset through the shared trainer (``drivelab train``); the
+number of steps is calibrated so its cosine schedule fits the budget, and ``max_minutes`` stops
+it at the budget if the machine gets slower. The peer is ultralytics YOLO-seg built from its
+yaml with random init (``--peer``, default yolo11n-seg), trained with ``model.train(time=...)``
+(its own time-budgeted schedule) and its default augmentation; it runs only when ultralytics is
+installed (AGPL: never a drivelab dependency), offline: network calls raise in its process.
+
+Inference speed is end to end from a uint8 image to thresholded masks, boxes and scores, one
+image per call, the best of ``--speed-passes`` passes over the held-out totes: once at the
+settings the AP was measured with (score >= ``--conf``, at most 100 detections) and once at a
+deployment threshold (score >= 0.25, ultralytics' predict default).
+
+    python benchmarks/instance_synth.py [--minutes 8] [--train 256] [--val 32] [--size 128]
+        [--threads 1] [--peer yolo11n-seg] [--which both|drivelab|peer] [--out DIR] [--json PATH]
+
+Each side runs in its own process (ultralytics changes process-wide OpenCV and torch settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+SPEED_CONF = 0.25
 
-def make_set(out: Path, n: int, size: tuple[int, int], seed: int, split: str) -> Path:
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_sets(out: Path, n_train: int, n_val: int, size: int) -> tuple[Path, Path]:
     from drivelab.data.synth import synth_dataset
 
-    return synth_dataset("coco", out, n=n, size=size, seed=seed, split=split)
+    train = out / "train"
+    val = out / "val"
+    if not (train / "synth.json").exists():
+        synth_dataset("coco", train, n=n_train, size=(size, size), seed=1, split="train")
+    if not (val / "synth.json").exists():
+        synth_dataset("coco", val, n=n_val, size=(size, size), seed=2, split="val")
+    return train, val
 
 
-def calibrate(task, cfg, schema, steps: int = 4) -> float:
-    """Seconds per optimizer step on this (shared) CPU: the median of a few real training steps."""
+def val_reader(val_root: Path):
+    from drivelab.data import open_dataset
+    from drivelab.seg.instance.evaluate import split_reader
+
+    return split_reader(open_dataset(val_root), "val")[0]
+
+
+def score(reader, results: list[dict]) -> dict:
+    """The one scoring call both sides go through: COCOeval (mask and box) + over/under."""
+    from drivelab.seg.instance.evaluate import analyze
+    from drivelab.seg.instance.overunder import OverUnderOptions
+
+    metrics, _, _ = analyze(reader, "val", results, OverUnderOptions())
+    return metrics
+
+
+def images_per_s(predict, images: list[np.ndarray], passes: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) of
+    ``predict(image)`` over ``images``, each the best of ``passes`` passes. On a shared machine
+    the wall clock includes time other processes took; CPU seconds mostly do not."""
+    predict(images[0])  # warm-up (allocations, lazy init)
+    wall = cpu = float("inf")
+    for _ in range(max(1, passes)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for im in images:
+            predict(im)
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return len(images) / wall, len(images) / cpu
+
+
+# --------------------------------------------------------------------------- drivelab
+def calibrate(task, cfg, schema, steps: int = 8) -> float:
+    """Seconds per optimizer step on this CPU now: the mean of a few real training steps after
+    the first (the mean, not the median: a shared machine's slow steps count too)."""
     import statistics
 
     import torch
 
     model = task.build_model(cfg, schema).train()
     train_ds, _ = task.datasets(cfg, tuple(cfg.size))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     times = []
+    b = cfg.batch_size
     for s in range(steps):
-        batch = task.collate([train_ds[(i, s)] for i in range(s * cfg.batch_size, (s + 1) * cfg.batch_size)])
+        batch = task.collate([train_ds[(i % len(train_ds), s)] for i in range(s * b, (s + 1) * b)])
         t0 = time.perf_counter()
         task.loss(model, batch, torch.device("cpu")).backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    return statistics.mean(times[1:])
 
 
-def row(label: str, m: dict) -> str:
-    return (
-        f"| {label} | {m['mask_ap']:.3f} | {m['mask_ap50']:.3f} | {m['mask_ap75']:.3f} | {m['box_ap']:.3f} | "
-        f"{m['pred_instances']} | {m['under_instances']} / {m['under_images']} | "
-        f"{m['over_instances']} / {m['over_images']} |"
-    )
-
-
-def main() -> None:
+def run_drivelab(args: argparse.Namespace, train_root: Path, val_root: Path, out: Path) -> dict:
     import pandas as pd
     import torch
 
-    from drivelab.data import open_dataset
     from drivelab.seg.config import load_config
-    from drivelab.seg.instance.evaluate import evaluate_instances, evaluate_model, split_reader
+    from drivelab.seg.instance.evaluate import load_instance_model
+    from drivelab.seg.instance.infer import predict_images, to_coco_results
+    from drivelab.seg.instance.model import count_parameters
     from drivelab.seg.tasks import get_task
     from drivelab.seg.trainer import train
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=13.0, help="training time budget (<= 15)")
+    torch.set_num_threads(args.threads)
+    base = [f"data={train_root}", f"val_data={val_root}", f"out={out / 'runs'}", "name=drivelab",
+            f"size=[{args.size}, {args.size}]", *args.override]
+    cfg = load_config(args.preset, base)
+    task = get_task("instance")
+    schema = task.schema(cfg)
+    per_step = calibrate(task, cfg, schema)
+    budget = args.minutes * 60
+    # ~3% for data loading and the final validation, which the calibration does not see
+    steps = max(10, int(budget / (per_step * 1.03)))
+    log(f"drivelab: calibration {per_step:.3f} s/step -> max_steps={steps}")
+    cfg = load_config(args.preset, base + [f"max_steps={steps}", f"eval_every={steps}",
+                                           f"max_minutes={args.minutes:.3f}"])
+    t0 = time.perf_counter()
+    run = train(cfg, progress=not args.no_progress)
+    train_s = time.perf_counter() - t0
+    done = int(pd.read_csv(run / "metrics.csv")["step"].max())
+
+    model, schema, ckpt = load_instance_model(run / "last.pt")
+    reader = val_reader(val_root)
+    images = [reader.load_image(it) for it in reader.items]
+    ids = [it.meta["image_id"] for it in reader.items]
+
+    def predict_at(conf: float):
+        model.score_thresh = conf
+        return lambda im: predict_images(model, [im])[0]
+
+    predict = predict_at(args.conf)
+    results = []
+    for im, image_id in zip(images, ids, strict=True):
+        results += to_coco_results(predict(im), image_id, model.category_ids)
+    metrics = score(reader, results)
+    ips, ips_cpu = images_per_s(predict, images, args.speed_passes)
+    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
+    spec = ckpt["model_spec"]
+    return {
+        "name": f"drivelab {spec['name']} {spec['backbone']}",
+        "params": count_parameters(model),
+        "train_s": train_s,
+        "steps": done,
+        "images_seen": done * cfg.batch_size,
+        "images_per_s": ips,
+        "images_per_s_deploy": ips_deploy,
+        "images_per_cpu_s": ips_cpu,
+        "images_per_cpu_s_deploy": ips_deploy_cpu,
+        "metrics": metrics,
+    }
+
+
+# --------------------------------------------------------------------------- peer
+def offline_guard() -> None:
+    """Make any network use in this process an error (the peer must not fetch fonts or weights)."""
+    import socket
+
+    def refuse(*a, **k):
+        raise RuntimeError(f"network call blocked in the benchmark: {a[:2]}")
+
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    socket.create_connection = refuse  # type: ignore[assignment]
+    socket.getaddrinfo = refuse  # type: ignore[assignment]
+
+
+def coco_to_yolo(src: Path, split: str, dst: Path) -> None:
+    """A COCO split (polygons or RLE) -> YOLO-seg labels: each object's outer contours, several
+    parts joined with ultralytics' own ``merge_multi_segment`` (how its converter joins them)."""
+    import cv2
+    from pycocotools import mask as mask_utils
+    from ultralytics.data.converter import merge_multi_segment
+
+    data = json.loads((src / "annotations" / f"{split}.json").read_text())
+    (dst / "images" / split).mkdir(parents=True, exist_ok=True)
+    (dst / "labels" / split).mkdir(parents=True, exist_ok=True)
+    by_image: dict[int, list] = {}
+    for a in data["annotations"]:
+        if not a.get("iscrowd"):
+            by_image.setdefault(a["image_id"], []).append(a)
+    for im in data["images"]:
+        h, w = im["height"], im["width"]
+        link = dst / "images" / split / im["file_name"]
+        if not link.exists():
+            link.symlink_to((src / "images" / im["file_name"]).resolve())
+        lines = []
+        for a in by_image.get(im["id"], []):
+            seg = a["segmentation"]
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if isinstance(seg, list) else seg
+            m = mask_utils.decode(rle)
+            parts = [c.reshape(-1) for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+                     if len(c) >= 3]
+            if not parts:
+                continue
+            pts = (np.concatenate(merge_multi_segment([p.tolist() for p in parts]), 0) if len(parts) > 1
+                   else parts[0].reshape(-1, 2))
+            pts = pts / np.array([w, h], np.float64)
+            lines.append(f"{a['category_id'] - 1} " + " ".join(f"{v:.6f}" for v in pts.reshape(-1)))
+        (dst / "labels" / split / (Path(im["file_name"]).stem + ".txt")).write_text("\n".join(lines) + "\n")
+
+
+def run_peer(args: argparse.Namespace, train_root: Path, val_root: Path, out: Path) -> dict:
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_CONFIG_DIR"] = str(out / "yolo_config")
+    offline_guard()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import ultralytics
+    import ultralytics.utils.torch_utils as yolo_torch
+    from ultralytics import YOLO
+    from ultralytics.utils import SETTINGS
+
+    from drivelab.seg.instance.infer import encode_masks
+
+    SETTINGS.update({"sync": False})  # no analytics
+    yolo_torch.NUM_THREADS = args.threads  # ultralytics resets torch threads to its own count on CPU
+    root = out / "yolo"
+    coco_to_yolo(train_root, "train", root)
+    coco_to_yolo(val_root, "val", root)
+    names = json.loads((train_root / "annotations" / "train.json").read_text())["categories"]
+    (root / "data.yaml").write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
+        + "".join(f"  {c['id'] - 1}: {c['name']}\n" for c in names)
+    )
+    model = YOLO(f"{args.peer}.yaml")  # architecture only: random init, nothing downloaded
+    t0 = time.perf_counter()
+    model.train(data=str(root / "data.yaml"), imgsz=args.size, time=args.minutes / 60, epochs=1000,
+                batch=16, workers=0, device="cpu", pretrained=False, amp=False, plots=False, val=False,
+                project=str(out / "yolo_runs"), name="peer", exist_ok=True, verbose=False, seed=0)
+    train_s = time.perf_counter() - t0
+    trainer = model.trainer
+    weights = Path(trainer.last)
+    peer = YOLO(str(weights))
+    reader = val_reader(val_root)
+    images = [reader.load_image(it) for it in reader.items]
+    ids = [it.meta["image_id"] for it in reader.items]
+    cat_ids = [c["id"] for c in names]
+
+    def predict_at(conf: float):
+        def predict(im: np.ndarray):
+            r = peer.predict(im[..., ::-1], imgsz=args.size, conf=conf, iou=0.7, max_det=100,
+                             retina_masks=True, device="cpu", verbose=False)[0]
+            if r.masks is None:
+                masks = np.zeros((0, *im.shape[:2]), bool)
+            else:
+                masks = r.masks.data.numpy() > 0.5
+            return masks, r.boxes.xyxy.numpy(), r.boxes.cls.numpy().astype(int), r.boxes.conf.numpy()
+        return predict
+
+    predict = predict_at(args.conf)
+    results = []
+    for im, image_id in zip(images, ids, strict=True):
+        masks, boxes, cls, conf = predict(im)
+        for rle, b, c, s in zip(encode_masks(masks), boxes, cls, conf, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in b)
+            results.append({"image_id": int(image_id), "category_id": int(cat_ids[c]), "segmentation": rle,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+    metrics = score(reader, results)
+    ips, ips_cpu = images_per_s(predict, images, args.speed_passes)
+    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
+    epochs = int(trainer.epoch) + 1
+    return {
+        "name": f"ultralytics {ultralytics.__version__} {args.peer} (yaml, random init)",
+        "params": sum(p.numel() for p in peer.model.parameters()),
+        "train_s": train_s,
+        "steps": epochs * len(trainer.train_loader),
+        "images_seen": epochs * len(trainer.train_loader) * 16,
+        "images_per_s": ips,
+        "images_per_s_deploy": ips_deploy,
+        "images_per_cpu_s": ips_cpu,
+        "images_per_cpu_s_deploy": ips_deploy_cpu,
+        "metrics": metrics,
+    }
+
+
+# --------------------------------------------------------------------------- table
+ROWS = [
+    ("mask AP", lambda r: r["metrics"]["mask_ap"], "{:.3f}", "max"),
+    ("mask AP50", lambda r: r["metrics"]["mask_ap50"], "{:.3f}", "max"),
+    ("mask AP75", lambda r: r["metrics"]["mask_ap75"], "{:.3f}", "max"),
+    ("box AP", lambda r: r["metrics"]["box_ap"], "{:.3f}", "max"),
+    ("predictions (score >= 0.5)", lambda r: r["metrics"]["pred_instances"], "{}", None),
+    ("under-segmenting predictions", lambda r: r["metrics"]["under_instances"], "{}", "min"),
+    ("  in images", lambda r: r["metrics"]["under_images"], "{}", "min"),
+    ("over-segmented objects", lambda r: r["metrics"]["over_instances"], "{}", "min"),
+    ("  in images", lambda r: r["metrics"]["over_images"], "{}", "min"),
+    ("CPU images/s (AP settings)", lambda r: r["images_per_s"], "{:.1f}", "max"),
+    (f"CPU images/s (score >= {SPEED_CONF})", lambda r: r["images_per_s_deploy"], "{:.1f}", "max"),
+    ("images per CPU second (AP settings)", lambda r: r["images_per_cpu_s"], "{:.1f}", "max"),
+    (f"images per CPU second (score >= {SPEED_CONF})", lambda r: r["images_per_cpu_s_deploy"], "{:.1f}",
+     "max"),
+    ("parameters", lambda r: r["params"] / 1e6, "{:.2f}M", None),
+    ("training minutes", lambda r: r["train_s"] / 60, "{:.1f}", None),
+    ("training images seen", lambda r: r["images_seen"], "{}", None),
+]
+
+
+def table(sides: dict) -> str:
+    keys = list(sides)
+    lines = ["| | " + " | ".join(sides[k]["name"] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for label, get, fmt, _ in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(get(sides[k])) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def verdict(sides: dict) -> list[str]:
+    if set(sides) != {"drivelab", "peer"}:
+        return []
+    d, p = sides["drivelab"], sides["peer"]
+    dm, pm = d["metrics"], p["metrics"]
+    out = []
+    checks = [
+        ("mask AP", dm["mask_ap"], pm["mask_ap"], True),
+        ("CPU images/s (AP settings)", d["images_per_s"], p["images_per_s"], True),
+        (f"CPU images/s (score >= {SPEED_CONF})", d["images_per_s_deploy"], p["images_per_s_deploy"], True),
+        ("images per CPU second (AP settings)", d["images_per_cpu_s"], p["images_per_cpu_s"], True),
+        ("under-segmenting predictions", dm["under_instances"], pm["under_instances"], False),
+        ("over-segmented objects", dm["over_instances"], pm["over_instances"], False),
+    ]
+    for name, a, b, larger in checks:
+        ok = a >= b if larger else a <= b
+        out.append(f"{name}: drivelab {a:.4g} vs peer {b:.4g}: {'met' if ok else 'MISSED'}"
+                   + ("" if ok else f" by {abs(a - b):.3g}"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=8.0, help="training budget of each side")
     ap.add_argument("--train", type=int, default=256, help="training totes")
     ap.add_argument("--val", type=int, default=32, help="held-out totes")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each side")
+    ap.add_argument("--conf", type=float, default=0.001, help="score threshold of the AP pass (both sides)")
+    ap.add_argument("--speed-passes", type=int, default=3)
+    ap.add_argument("--preset", default="totes-synth", help="drivelab training preset")
+    ap.add_argument("--override", nargs="*", default=[], help="drivelab config overrides key=value")
+    ap.add_argument("--peer", default="yolo11n-seg", help="ultralytics model yaml (without .yaml)")
+    ap.add_argument("--which", choices=("both", "drivelab", "peer"), default="both")
+    ap.add_argument("--out", "-o", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--side-json", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="instance_synth_"))
-    size = (args.size, args.size)
-    train_root = make_set(out / "train", args.train, size, seed=1, split="train")
-    val_root = make_set(out / "val", args.val, size, seed=2, split="val")
-    val = open_dataset(val_root)
-    val_one, _ = split_reader(val, "val")
-    print(
-        f"data: {len(open_dataset(train_root))} train totes, {len(val_one)} held-out totes at {size}; "
-        f"out {out}"
-    )
+    train_root, val_root = make_sets(out, args.train, args.val, args.size)
 
-    base = ["data=" + str(train_root), "val_data=" + str(val_root), "out=" + str(out / "runs"), "name=bench"]
-    cfg = load_config("totes-synth", base)
-    task = get_task("instance")
-    schema = task.schema(cfg)
-    torch.manual_seed(0)
-    untrained = task.build_model(cfg, schema)
-    t0 = time.perf_counter()
-    before, *_ = evaluate_model(untrained, val_one, schema.names, "cpu")
-    print(f"evaluated the untrained model in {time.perf_counter() - t0:.1f} s")
+    if args.side_json:  # a child process: one side, result to --side-json
+        from drivelab.io import write_json
 
-    per_step = calibrate(task, cfg, schema)
-    budget = min(args.minutes, 15.0) * 60
-    steps = max(10, int(budget / (per_step * 1.2)))  # ~20% for the periodic validations
-    print(f"calibration: {per_step:.2f} s/step -> max_steps={steps}")
-    # max_minutes stops training at the budget even when the CPU gets slower than calibrated
-    cfg = load_config("totes-synth", base + [f"max_steps={steps}", f"eval_every={max(1, steps // 3)}",
-                                             f"max_minutes={budget / 60:.2f}"])
-    t0 = time.perf_counter()
-    run = train(cfg, progress=True)
-    train_s = time.perf_counter() - t0
-    after = evaluate_instances(run / "best.pt", val_root, out / "eval", split="val", progress=False)
+        run = run_drivelab if args.which == "drivelab" else run_peer
+        write_json(args.side_json, run(args, train_root, val_root, out))
+        return
 
-    done = int(pd.read_csv(run / "metrics.csv")["step"].max())  # max_minutes may stop it early
-    print(f"\ntrained {done} steps (batch {cfg.batch_size}) in {train_s / 60:.1f} min; run {run}")
-    print(
-        "\n| model | mask AP | AP50 | AP75 | box AP | predictions | under (preds / images) "
-        "| over (objects / images) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(row("untrained", before))
-    print(row(f"after {train_s / 60:.1f} min", after))
-    print(f"\nGT objects: {after['gt_instances']} in {after['images']} totes; report: {out / 'eval'}")
+    wanted = ["drivelab", "peer"] if args.which == "both" else [args.which]
+    if "peer" in wanted:
+        import importlib.util
+
+        if importlib.util.find_spec("ultralytics") is None:
+            log("ultralytics is not installed: the peer row is skipped (pip install ultralytics)")
+            wanted.remove("peer")
+    load = os.getloadavg()
+    log(f"data: {args.train} train / {args.val} held-out totes at {args.size}x{args.size}; out {out}; "
+        f"load average before: {load[0]:.2f}")
+    sides = {}
+    for side in wanted:
+        side_json = out / f"{side}.json"
+        cmd = [sys.executable, __file__, "--which", side, "--side-json", str(side_json), "--out", str(out),
+               "--minutes", str(args.minutes), "--train", str(args.train), "--val", str(args.val),
+               "--size", str(args.size), "--threads", str(args.threads), "--conf", str(args.conf),
+               "--speed-passes", str(args.speed_passes), "--preset", args.preset, "--peer", args.peer]
+        if args.override:
+            cmd += ["--override", *args.override]
+        if args.no_progress:
+            cmd.append("--no-progress")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        log(f"--- {side}")
+        # the child's output (ultralytics logs to stdout) goes to stderr: stdout is the table
+        subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)
+        sides[side] = json.loads(side_json.read_text())
+        sides[side]["load_after"] = os.getloadavg()[0]
+    print(table(sides))
+    for line in verdict(sides):
+        print(line)
+    after = ", ".join(f"{k} {v['load_after']:.2f}" for k, v in sides.items())
+    print(f"load average (1 min) before: {load[0]:.2f}, after each side: {after}; "
+          f"{os.cpu_count()} CPUs; GPU row: not measured (CPU benchmark)")
+    if args.json:
+        from drivelab.io import write_json
+
+        write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "sides": sides})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ def test_run_folder_and_checkpoint(trained_run):
     metrics = pd.read_csv(trained_run / "metrics.csv")
     assert {"mask_ap", "box_ap", "under_images", "over_images"} <= set(metrics.columns)
     model, schema, ckpt = load_model(trained_run, "cpu")
-    assert ckpt["task"] == "instance" and ckpt["model_spec"]["backbone"] == "mobilenet_v3_large"
+    from drivelab.seg.config import load_config
+
+    preset = load_config("totes-synth", [])
+    assert ckpt["task"] == "instance" and ckpt["model_spec"]["name"] == preset.model == "protoseg"
+    assert ckpt["model_spec"]["backbone"] == preset.encoder
     assert schema.names == ["background", *schema.names[1:]] and len(schema.names) >= 2
     assert model.category_ids == ckpt["model_spec"]["category_ids"]
 

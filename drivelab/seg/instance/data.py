@@ -7,7 +7,9 @@ int64 train ids (1..), "masks": (N, H, W) uint8, "image_id", "area", "iscrowd"}`
 Augmentation is the shared albumentations pipeline (``drivelab.seg.transforms.build_augment``,
 config key ``augment``) applied to the image and every instance mask; boxes are recomputed
 from the augmented masks, so a flip, zoom or rotation can never leave a box that does not fit
-its mask, and instances pushed out of the frame are dropped.
+its mask, and instances pushed out of the frame are dropped. ``dihedral`` adds what a camera
+looking straight down into a tote allows and the shared pipeline lacks: vertical flips and, for
+square sizes, transposes (with its horizontal flip: all eight flips/quarter turns).
 """
 
 from __future__ import annotations
@@ -60,7 +62,12 @@ class InstanceDataset(Dataset):
     crowd annotations are dropped too (Mask R-CNN has no notion of them)."""
 
     def __init__(
-        self, reader: Reader, size: tuple[int, int], augment: dict | None = None, min_area: int = 4
+        self,
+        reader: Reader,
+        size: tuple[int, int],
+        augment: dict | None = None,
+        min_area: int = 4,
+        dihedral: bool = False,
     ) -> None:
         from drivelab.seg.transforms import build_augment
 
@@ -72,6 +79,7 @@ class InstanceDataset(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.min_area = int(min_area)
         self.augment = build_augment(augment)
+        self.dihedral = bool(dihedral)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -97,6 +105,8 @@ class InstanceDataset(Dataset):
             else:
                 out = self.augment(image=image)
             image = out["image"]
+        if self.dihedral and seed is not None:
+            image, masks = dihedral_flip(image, masks, np.random.default_rng(seed))
         area = masks.reshape(len(masks), -1).sum(1)
         keep = area >= self.min_area
         masks, labels, area = masks[keep], labels[keep], area[keep]
@@ -109,6 +119,18 @@ class InstanceDataset(Dataset):
             "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
+
+
+def dihedral_flip(
+    image: np.ndarray, masks: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random vertical flip and, when the image is square, a random transpose of image (H, W, 3)
+    and masks (N, H, W) together."""
+    if rng.random() < 0.5:
+        image, masks = image[::-1], masks[:, ::-1]
+    if image.shape[0] == image.shape[1] and rng.random() < 0.5:
+        image, masks = image.transpose(1, 0, 2), masks.transpose(0, 2, 1)
+    return np.ascontiguousarray(image), np.ascontiguousarray(masks)
 
 
 def collate_detection(batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:

@@ -31,8 +31,10 @@ class Prediction:
 
 
 def model_scale(model: torch.nn.Module, height: int, width: int) -> float:
-    """The factor the model's own transform resizes an (height, width) image by."""
-    t = model.transform
+    """The factor the model's own resize applies to an (height, width) image."""
+    if hasattr(model, "scale_for"):  # ProtoSeg
+        return float(model.scale_for(height, width))
+    t = model.transform  # torchvision's GeneralizedRCNNTransform
     return min(float(t.min_size[-1]) / min(height, width), float(t.max_size) / max(height, width))
 
 

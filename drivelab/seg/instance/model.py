@@ -1,14 +1,18 @@
-"""Mask R-CNN from torchvision (BSD-3): ResNet-50-FPN for the GPU, lighter backbones for the CPU.
+"""Instance models behind one builder: ``build_instance_model(**spec)`` dispatches on ``name``.
 
-``build_instance_model(num_classes, backbone="mobilenet_v3_large", ...)`` never downloads:
-backbones start random (``weights=None, weights_backbone=None``) or from a local file
-(``weights=path``: a torchvision Mask R-CNN state dict such as the COCO one saved by hand, an
-ImageNet backbone state dict, or a drivelab checkpoint). Heads whose shape differs (another
-class count) keep their fresh initialisation.
+- ``protoseg`` (``protoseg.py``): a single-stage prototype-mask model on a timm backbone, built
+  for small objects on the CPU; the ``totes-synth`` default.
+- ``maskrcnn``: torchvision's Mask R-CNN (BSD-3): ResNet-50-FPN for the GPU, lighter backbones
+  for the CPU.
 
-Input contract (torchvision detection): a list of float images (3, H, W) in [0, 1]; the model
-normalises and resizes inside (``min_size``/``max_size``), and maps boxes and masks back to
-each input's own size. Train mode takes targets and returns a dict of losses.
+Nothing is ever downloaded: backbones start random or from a local file (``weights=path``: a
+torchvision Mask R-CNN state dict such as the COCO one saved by hand, an ImageNet backbone state
+dict (torchvision or timm), or a drivelab checkpoint). Tensors whose shape differs (another class
+count) keep their fresh initialisation.
+
+Input contract (torchvision detection, both models): a list of float images (3, H, W) in [0, 1];
+the model normalises and resizes inside (``min_size``/``max_size``), and maps boxes and masks
+back to each input's own size. Train mode takes targets and returns a dict of losses.
 """
 
 from __future__ import annotations
@@ -23,14 +27,55 @@ from torch import nn
 from drivelab.errors import DrivelabError
 
 BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large", "mobilenet_v3_small")
+MODELS = {"protoseg": "protoseg", "maskrcnn": "maskrcnn", "mask-rcnn": "maskrcnn", "mask_rcnn": "maskrcnn"}
+DEFAULT_BACKBONE = {"protoseg": "mobilenetv4_conv_small", "maskrcnn": "mobilenet_v3_large"}
 
 
 def build_instance_model(
     num_classes: int,
+    name: str = "maskrcnn",
+    weights: str | None = None,
+    category_ids: list[int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """The instance model ``name`` (``protoseg`` or ``maskrcnn``) with ``num_classes`` outputs
+    (background included); ``kwargs`` go to its builder. ``category_ids`` (the COCO category id of
+    train ids 1..N) is kept on the model as ``model.category_ids`` so predictions can be written
+    as COCO results without the dataset."""
+    kind = MODELS.get(str(name))
+    if kind is None:
+        raise DrivelabError(f"unknown instance model {name!r}; choose one of protoseg, maskrcnn")
+    if int(num_classes) < 2:
+        raise DrivelabError(f"num_classes counts background and must be >= 2, got {num_classes}")
+    local = _local_file(weights)
+    if kind == "protoseg":
+        model = build_protoseg(num_classes, **kwargs)
+    else:
+        model = build_maskrcnn(num_classes, pretrained=local is not None, **kwargs)
+    if local:
+        load_local_weights(model, local)
+    model.category_ids = list(category_ids) if category_ids else list(range(1, int(num_classes)))
+    return model
+
+
+def build_protoseg(
+    num_classes: int, backbone: str = DEFAULT_BACKBONE["protoseg"], **kwargs: Any
+) -> nn.Module:
+    """``ProtoSeg`` (see ``protoseg.py`` for its arguments); bad keyword arguments are one-line errors."""
+    from drivelab.seg.instance.protoseg import ProtoSeg
+
+    try:
+        return ProtoSeg(int(num_classes), backbone=backbone, **kwargs)
+    except TypeError as e:
+        raise DrivelabError(f"bad model_kwargs for protoseg: {e}") from None
+
+
+def build_maskrcnn(
+    num_classes: int,
     backbone: str = "mobilenet_v3_large",
     min_size: int = 512,
     max_size: int = 683,
-    weights: str | None = None,
+    pretrained: bool = False,
     trainable_layers: int | None = None,
     anchor_sizes: list[int] | None = None,
     detections_per_img: int = 100,
@@ -39,8 +84,6 @@ def build_instance_model(
     mask_layers: int = 4,
     box_repr: int = 1024,
     returned_layers: list[int] | None = None,
-    name: str = "maskrcnn",
-    category_ids: list[int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A torchvision ``MaskRCNN`` with ``num_classes`` outputs (background included).
@@ -52,23 +95,19 @@ def build_instance_model(
     stages the FPN taps (default [2, 3, 5]: strides 8, 16, 32). Extra ``kwargs`` go to ``MaskRCNN``
     (e.g. ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``). ``category_ids`` (the COCO
     category id of train ids 1..N) is kept on the model as ``model.category_ids`` so predictions
-    can be written as COCO results without the dataset.
+    can be written as COCO results without the dataset. ``pretrained``: local weights follow, so
+    BatchNorm is frozen (torchvision's convention for fine-tuning).
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
     from torchvision.ops import misc
 
-    if name != "maskrcnn":
-        raise DrivelabError(f"unknown instance model {name!r}; the instance task has 'maskrcnn'")
     if backbone not in BACKBONES:
         raise DrivelabError(f"unknown Mask R-CNN backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if int(num_classes) < 2:
-        raise DrivelabError(f"num_classes counts background and must be >= 2, got {num_classes}")
-    local = _local_file(weights)
     # Pretrained weights keep frozen BatchNorm statistics (torchvision's convention); from scratch,
     # BatchNorm has to learn its statistics.
-    norm = misc.FrozenBatchNorm2d if local else nn.BatchNorm2d
+    norm = misc.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     if backbone.startswith("resnet"):
         layers = 5 if trainable_layers is None else int(trainable_layers)
         body = resnet_fpn_backbone(
@@ -121,9 +160,6 @@ def build_instance_model(
         )
     except TypeError as e:
         raise DrivelabError(f"bad model_kwargs for Mask R-CNN: {e}") from None
-    if local:
-        load_local_weights(model, local)
-    model.category_ids = list(category_ids) if category_ids else list(range(1, int(num_classes)))
     return model
 
 
@@ -134,16 +170,21 @@ def _scaled_sizes(min_size: int) -> tuple[int, ...]:
     return tuple(int(round(s * f)) for s in (32, 64, 128, 256, 512))
 
 
-def model_spec(num_classes: int, backbone: str, size: tuple[int, int], **kwargs: Any) -> dict:
+def model_spec(
+    num_classes: int, backbone: str | None, size: tuple[int, int], name: str = "maskrcnn", **kwargs: Any
+) -> dict:
     """The ``model_spec`` stored in checkpoints: ``build_instance_model(**spec)`` rebuilds the model.
 
     The model's internal resize keeps an (H, W) training image at its size: short side ->
-    ``min_size``, long side <= ``max_size``."""
+    ``min_size``, long side <= ``max_size``. ``backbone`` None: the model's default."""
+    kind = MODELS.get(str(name))
+    if kind is None:
+        raise DrivelabError(f"unknown instance model {name!r}; choose one of protoseg, maskrcnn")
     h, w = int(size[0]), int(size[1])
     spec = {
-        "name": "maskrcnn",
+        "name": kind,
         "num_classes": int(num_classes),
-        "backbone": backbone,
+        "backbone": backbone or DEFAULT_BACKBONE[kind],
         "min_size": min(h, w),
         "max_size": max(h, w),
     }
@@ -180,9 +221,11 @@ def load_local_weights(model: nn.Module, path: Path) -> int:
     own = model.state_dict()
     state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     best: dict = {}
-    # Whole model; ImageNet ResNet (body only); ImageNet MobileNet (``features.N`` inside body).
+    # Whole model; ImageNet ResNet (body only); ImageNet MobileNet (``features.N`` inside body);
+    # a timm classifier under ProtoSeg's features-only ``backbone``.
     for mapper in (
         lambda k: k,
+        partial(str.__add__, "backbone."),
         partial(str.__add__, "backbone.body."),
         lambda k: "backbone.body." + k.removeprefix("features."),
     ):

@@ -6,7 +6,8 @@ Config fields used: ``data``/``format``/``val_data``/``train_split``/``val_split
 detections_per_img, trainable_layers, any MaskRCNN argument); ``size`` [H, W]; ``augment``.
 ``task_options``: ``score_thresh`` (0.5, predictions counted in over/under), ``under_thresh`` /
 ``over_thresh`` (0.8, IoA), ``min_area`` (4 px: smaller instances are dropped from targets),
-``eval_batch_size``.
+``eval_batch_size``, ``dihedral`` (vertical flips and transposes on top of ``augment``: totes
+seen from above have no up or left).
 
 Validation runs the model on the original images (it resizes inside) and scores them with
 COCOeval against the split's json; ``mask_ap`` picks best.pt.
@@ -23,8 +24,7 @@ from drivelab.data.sample import Reader
 from drivelab.errors import DrivelabError
 from drivelab.schema import ClassSchema
 
-MODEL_NAMES = ("maskrcnn", "mask-rcnn", "mask_rcnn")
-OPTION_KEYS = {"score_thresh", "under_thresh", "over_thresh", "min_area", "eval_batch_size"}
+OPTION_KEYS = {"score_thresh", "under_thresh", "over_thresh", "min_area", "eval_batch_size", "dihedral"}
 
 
 class InstanceTask:
@@ -66,15 +66,18 @@ class InstanceTask:
         return self.reader(cfg.data, cfg).schema
 
     def model_spec(self, cfg: Any, schema: ClassSchema) -> dict:
-        from drivelab.seg.instance.model import model_spec
+        from drivelab.seg.instance.model import MODELS, model_spec
 
-        if cfg.model not in MODEL_NAMES:
-            raise DrivelabError(f"the instance task trains model=maskrcnn, got model={cfg.model!r}")
+        if cfg.model not in MODELS:
+            raise DrivelabError(
+                f"the instance task trains model=protoseg or model=maskrcnn, got model={cfg.model!r}"
+            )
         ids = schema.extra.get("category_ids") or self.reader(cfg.data, cfg).schema.extra.get("category_ids")
         return model_spec(
             schema.num_classes,
-            cfg.encoder or "mobilenet_v3_large",
+            cfg.encoder,
             cfg.size,
+            name=cfg.model,
             category_ids=list(ids),
             **(cfg.model_kwargs or {}),
         )
@@ -108,9 +111,12 @@ class InstanceTask:
             raise DrivelabError(
                 f"validation data must be one split, got {val.splits}; set val_split", val.root
             )
-        min_area = int(self.options(cfg).get("min_area", 4))
+        opts = self.options(cfg)
+        min_area = int(opts.get("min_area", 4))
         return (
-            InstanceDataset(train, size, augment=cfg.augment, min_area=min_area),
+            InstanceDataset(
+                train, size, augment=cfg.augment, min_area=min_area, dihedral=bool(opts.get("dihedral"))
+            ),
             InstanceDataset(val, size, augment=None, min_area=min_area),
         )
 
