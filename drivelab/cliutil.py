@@ -155,6 +155,7 @@ DEPRECATED: dict[tuple[str, str], str] = {
     ("predict", "--batch-size"): "--batch",
     ("embed", "--batch-size"): "--batch",
     ("audit", "--batch-size"): "--batch",
+    ("map", "--size"): "--dot-size",  # --size is an image size (HxW) everywhere else
     ("train", "--data"): "data=",
     ("train", "--model"): "model=",
     ("train", "--encoder"): "encoder=",

@@ -5,6 +5,8 @@ schema call), so a mask looks the same in every picture drivelab makes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from drivelab.errors import DrivelabError
@@ -26,6 +28,14 @@ def blend(image: np.ndarray, colors: np.ndarray, opacity: float, where: np.ndarr
     out = image.copy()
     out[where] = mixed[where]
     return out
+
+
+def blend_pil(image: Any, colors: Any, opacity: float = OPACITY) -> Any:
+    """``blend`` for PIL images of one size (thumbnail sheets of many small panels: PIL's C code
+    saves the numpy round trip per panel)."""
+    from PIL import Image
+
+    return Image.blend(image, colors, float(opacity))
 
 
 def overlay_style(schema: ClassSchema, opacity: float = OPACITY) -> dict:

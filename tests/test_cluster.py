@@ -1,8 +1,9 @@
-"""Ray as the executor: predict and evaluate on a local Ray cluster give exactly the files and
-numbers of the single-process run."""
+"""Ray as the executor: predict, evaluate, embed, audit and the vq archives on a local Ray cluster
+give exactly the files and numbers of the single-process run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,34 @@ def test_predict_and_evaluate_on_ray_equal_the_local_run(tiny_run, local_ray, tm
                                   pd.read_csv(tmp_path / "ev_ray" / "confusion.csv"))
     c = evaluate(tmp_path / "ray", data, tmp_path / "ev_pred", split="all", ray=local_ray, progress=False)
     assert np.isclose(c["miou"], a["miou"], atol=1e-12)
+
+
+def test_embed_and_audit_on_ray_equal_the_local_run(tiny_run, local_ray, tmp_path: Path) -> None:
+    from drivelab.engine.audit import audit
+    from drivelab.engine.embed import embed
+
+    run, data = tiny_run
+    local = embed(run, data, tmp_path / "emb_local", batch=3, chunk=4, device="cpu", progress=False)
+    remote = embed(run, data, tmp_path / "emb_ray", batch=3, chunk=4, device="cpu", progress=False,
+                   ray=local_ray)
+    pd.testing.assert_frame_equal(pd.read_parquet(local).drop(columns=["pred_path"]),
+                                  pd.read_parquet(remote).drop(columns=["pred_path"]))
+    assert np.array_equal(np.load(local.parent / "features.npy"), np.load(remote.parent / "features.npy"))
+    preds = sorted(p.name for p in (local.parent / "preds").iterdir())
+    assert len(preds) == 10 and preds == sorted(p.name for p in (remote.parent / "preds").iterdir())
+    for name in preds:  # the workers wrote the same predicted masks
+        assert (local.parent / "preds" / name).read_bytes() == (remote.parent / "preds" / name).read_bytes()
+
+    a = audit(run, data, tmp_path / "au_local", top=3, batch=4, device="cpu", progress=False)
+    b = audit(run, data, tmp_path / "au_ray", top=3, batch=4, device="cpu", progress=False, ray=local_ray)
+    # The ranking is the same; scores agree to float rounding (a convolution's sums depend on how
+    # many threads run it, and a Ray actor gets one CPU).
+    assert list(a["name"]) == list(b["name"])
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+    ta, tb = (json.loads((tmp_path / d / "thresholds.json").read_text()) for d in ("au_local", "au_ray"))
+    assert ta.keys() == tb.keys() and np.allclose(list(ta.values()), list(tb.values()), rtol=1e-7, atol=0)
+    overlays = sorted(p.name for p in (tmp_path / "au_ray" / "overlays").iterdir())
+    assert len(overlays) == 3 and overlays == sorted(p.name for p in (tmp_path / "au_local" / "overlays").iterdir())
 
 
 def test_worker_errors_reach_the_user_as_one_line(tiny_run, local_ray, tmp_path: Path) -> None:

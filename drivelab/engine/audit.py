@@ -41,10 +41,12 @@ def overlay_suspects(
     """Side by side: image with the label blended in | suspect pixels in magenta and the box."""
     from PIL import Image, ImageDraw
 
-    blend = (0.55 * image + 0.45 * label_rgb).astype(np.uint8)
+    from drivelab.painter import OPACITY, blend
+
+    blended = blend(image, label_rgb, OPACITY)
     marked = (0.6 * image).astype(np.uint8)
     marked[suspect] = (255, 0, 255)
-    both = Image.fromarray(np.concatenate([blend, marked], axis=1))
+    both = Image.fromarray(np.concatenate([blended, marked], axis=1))
     if box is not None:
         d = ImageDraw.Draw(both)
         w = image.shape[1]
@@ -53,28 +55,111 @@ def overlay_suspects(
     return np.asarray(both)
 
 
+# --------------------------------------------------------------------------- the passes
+class AuditWorker:
+    """One semantic model and the dataset: the audit's passes over batches of image names. Runs in
+    this process, or as a Ray actor (``drivelab.cluster``) with identical results: the batches are
+    the same, and per-batch partial sums are added in batch order on the driver either way.
+
+    A call takes ``(pass, names, arg)``: ``"scores"`` -> (per-image rows, per-class confidence sums
+    and counts); ``"regions"`` (arg: thresholds) -> per image (pair masses, largest region per
+    class pair); ``"pictures"`` (arg: (thresholds, out, boxes of the worst regions)) -> per image
+    (suspect pixel count, box in image pixels), writing the suspect mask and overlay."""
+
+    def __init__(self, ckpt: dict, dataset: str, device: str, temperature: float, workers: int = 2) -> None:
+        from drivelab.device import resolve_device
+        from drivelab.engine.embed import SemanticEmbedder, open_model_and_dataset
+        from drivelab.seg.checkpoint import expect_task, training_size
+
+        self.device = resolve_device(device)
+        self.model, self.schema, ckpt, self.reader = open_model_and_dataset(ckpt, dataset, self.device)
+        expect_task(ckpt, "semantic", "audit (it scores per-pixel labels)")
+        self.size, self.temperature, self.workers = training_size(ckpt), temperature, max(1, workers)
+        self.load = SemanticEmbedder.load
+        self._pool: Any = None
+
+    def probabilities(self, names: list[str]) -> list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
+        """(item, original image, probabilities (K, h, w), label (h, w)) at the training size."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        self._pool = self._pool or ThreadPoolExecutor(self.workers)
+        items = [self.reader.item(n) for n in names]
+        loaded = list(self._pool.map(lambda it: self.load(self.reader, it, self.size), items))
+        with torch.no_grad():
+            x = np.ascontiguousarray(np.stack([b for _, b, _ in loaded]).transpose(0, 3, 1, 2))
+            logits = self.model(torch.from_numpy(x).to(self.device).float().div_(255)).float()
+            probs = torch.softmax(logits, 1).cpu().numpy()
+        h, w = self.size
+        return [(it, a, p[:, :h, :w], m[:h, :w])
+                for it, (a, _, m), p in zip(items, loaded, probs, strict=True)]
+
+    def __call__(self, job: tuple[str, list[str], Any]) -> Any:
+        kind, names, arg = job
+        ignore, k = self.schema.ignore_index, self.schema.num_classes
+        out = []
+        if kind == "scores":
+            thresholds = ClassThresholds(k)
+            for item, _, p, m in self.probabilities(names):
+                conf = self_confidence(p, m, ignore)
+                thresholds.update(conf, m)
+                out.append({
+                    "name": item.name,
+                    "split": item.split,
+                    "softmin": softmin_score(p, m, self.temperature, ignore),
+                    "mean_confidence": float(np.nanmean(conf)) if np.isfinite(conf).any() else 1.0,
+                    "low_pixels": int((conf < 0.1).sum()),
+                })
+            return out, thresholds.sum, thresholds.count
+        if kind == "regions":
+            for _, _, p, m in self.probabilities(names):
+                regions = disagreement_regions(p, m, arg, ignore)
+                best: dict = {}
+                for g in regions:  # largest mass first
+                    best.setdefault((g.label, g.pred), g)
+                out.append((pair_mass(regions, k), best))
+            return out
+        if kind == "pictures":
+            return [self._picture(item, image, p, m, *arg) for item, image, p, m in self.probabilities(names)]
+        raise ValueError(kind)
+
+    def _picture(self, item: Any, image: np.ndarray, p: np.ndarray, m: np.ndarray, thresholds: np.ndarray,
+                 out: str, region_box: dict) -> tuple[int, list[int] | None]:
+        from drivelab.io import write_image, write_png
+        from drivelab.seg.transforms import resize_pair
+
+        h, w = self.size
+        sus = suspect_pixels(p, m, thresholds, self.schema.ignore_index)
+        box = region_box.get(item.name) or suspect_box(sus)
+        stem = Path(item.name).with_suffix("")
+        write_png(Path(out) / "suspects" / f"{stem}.png", sus.astype(np.uint8) * 255)
+        img_small, _ = resize_pair(image, None, self.size)
+        write_image(Path(out) / "overlays" / f"{stem}.jpg",
+                    _pil(overlay_suspects(img_small, self.schema.colorize(m), sus, box)), quality=90)
+        # Boxes are found at model resolution and reported in the image's own pixels.
+        sy, sx = image.shape[0] / h, image.shape[1] / w
+        big = None if box is None else [int(box[0] * sx), int(box[1] * sy), int(np.ceil(box[2] * sx)),
+                                        int(np.ceil(box[3] * sy))]
+        return int(sus.sum()), big
+
+
 # --------------------------------------------------------------------------- the verb
-def probabilities(model: Any, inputs: list[np.ndarray], device: str) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(inputs).transpose(0, 3, 1, 2))).to(device)
-        return torch.softmax(model(x.float().div_(255)).float(), 1).cpu().numpy()
-
-
 def audit(
     run: str | Path,
     dataset: str | Path,
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     split: str | None = None,
     top: float = 0.1,
     push: int = 0,
     temperature: float = 0.1,
     rank: str = "regions",
-    batch_size: int = 8,
+    batch: int = 8,
     device: str = "auto",
     limit: int | None = None,
+    workers: int = 2,
+    ray: Any = None,
     progress: bool = True,
 ) -> Any:
     """Score, rank and (optionally) push the worst labelled images; returns the ranked DataFrame.
@@ -82,68 +167,53 @@ def audit(
     ``rank``: ``regions`` (drivelab's ranking: region score and cleanlab's softmin, see
     ``drivelab.engine.audit_scores``) or ``softmin`` (cleanlab's score alone).
     ``top``: a fraction (< 1) or a count (>= 1) of the ranked images that get suspect masks.
+    ``out`` defaults to ``<run>/audit/<dataset name>``; ``ray``: a ``drivelab.cluster.RayOptions``.
 
     Three passes of the model: every image (self-confidences, the per-class thresholds, softmin),
     every image again (regions, which need the final thresholds), the top ones (masks, overlays)."""
     import pandas as pd
     from tqdm import tqdm
 
-    from drivelab.engine.embed import load_batches, model_size, open_model_and_dataset, resolve_device
-    from drivelab.io import write_image, write_json, write_png, write_table
-    from drivelab.seg.transforms import resize_pair
+    from drivelab.engine.embed import chunks_of, select_items
+    from drivelab.io import write_json, write_table
+    from drivelab.seg.checkpoint import output_dir, read_checkpoint
 
     if rank not in RANKINGS:
         raise DrivelabError(f"--rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
     if temperature <= 0:
         raise DrivelabError(f"--temperature must be > 0, got {temperature}")
-    out = Path(out)
-    device = resolve_device(device)
-    model, schema, ckpt, reader = open_model_and_dataset(run, dataset, device)
-    if ckpt.get("task", "semantic") != "semantic":
-        raise DrivelabError("audit scores per-pixel labels: it needs a semantic segmentation checkpoint", run)
-    if split is not None:
-        if split not in reader.splits:
-            raise DrivelabError(f"no split {split!r} (splits: {', '.join(reader.splits)})", dataset)
-        reader = reader.subset(split=split)
-    items = [it for it in reader.items if it.label_path is not None][: limit or None]
+    if batch < 1:
+        raise DrivelabError(f"--batch must be >= 1, got {batch}")
+    ckpt = read_checkpoint(run)
+    out = Path(out) if out is not None else output_dir(ckpt, "audit", dataset)
+    worker = AuditWorker(ckpt, str(dataset), device, temperature, workers)
+    schema = worker.schema
+    _, items = select_items(worker.reader, dataset, split, limit, labelled_only=True)
     if not items:
         raise DrivelabError("no labelled images to audit", dataset)
-    size = model_size(ckpt)
-    h, w = size
     k = schema.num_classes
 
-    def passes(subset: list, desc: str):  # noqa: ANN202 - (item, original, probs, mask) per image
-        batches = load_batches(reader, subset, size, batch_size, "semantic")
-        for batch, originals, inputs, masks in tqdm(
-            batches, total=-(-len(subset) // batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            probs = probabilities(model, inputs, device)
-            for item, image, p, m in zip(batch, originals, probs, masks, strict=True):
-                yield item, image, p[:, :h, :w], m[:h, :w]
+    def passes(kind: str, names: list[str], arg: Any, desc: str) -> list:
+        jobs = [(kind, b, arg) for b in chunks_of(names, batch)]
+        if ray is not None:
+            from drivelab.cluster import map_chunks
 
+            return map_chunks(AuditWorker, jobs, ray, ctor_args=(ckpt, str(dataset), device, temperature,
+                              workers), progress=progress, desc=desc, count=lambda j: len(j[1]))
+        return [worker(j) for j in tqdm(jobs, desc=desc, disable=not progress, leave=False)]
+
+    names = [it.name for it in items]
     thresholds = ClassThresholds(k)
     rows = []
-    for item, _, p, m in passes(items, "audit 1/3"):
-        conf = self_confidence(p, m, schema.ignore_index)
-        thresholds.update(conf, m)
-        rows.append(
-            {
-                "name": item.name,
-                "split": item.split,
-                "softmin": softmin_score(p, m, temperature, schema.ignore_index),
-                "mean_confidence": float(np.nanmean(conf)) if np.isfinite(conf).any() else 1.0,
-                "low_pixels": int((conf < 0.1).sum()),
-            }
-        )
+    for batch_rows, sums, counts in passes("scores", names, None, "audit 1/3"):
+        rows += batch_rows
+        thresholds.sum += sums
+        thresholds.count += counts
     t = thresholds.values
     masses = np.zeros((len(items), k, k))
     worst_of_pair: list[dict] = []  # per image: (label, pred) -> its largest region
-    for i, (_, _, p, m) in enumerate(passes(items, "audit 2/3")):
-        regions = disagreement_regions(p, m, t, schema.ignore_index)
-        masses[i] = pair_mass(regions, k)
-        best: dict = {}
-        for g in regions:  # largest mass first
-            best.setdefault((g.label, g.pred), g)
+    for i, (mass, best) in enumerate(r for b in passes("regions", names, t, "audit 2/3") for r in b):
+        masses[i] = mass
         worst_of_pair.append(best)
     region, pairs = region_scores(masses, typical_pair_mass(masses))
     df = pd.DataFrame(rows)
@@ -156,33 +226,14 @@ def audit(
     df["region_area"] = [g.area if g else 0 for g in worst]
     df["region_confidence"] = [g.confidence if g else np.nan for g in worst]
     df["score"] = combined_score(df["softmin"].to_numpy(), region) if rank == "regions" else df["softmin"]
-    region_box = {n: (g.box if g else None) for n, g in zip(df["name"], worst, strict=True)}
+    region_box = {n: g.box for n, g in zip(df["name"], worst, strict=True) if g}
     df = df.sort_values(["score", "softmin"], kind="stable").reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     n_top = int(top) if top >= 1 else max(1, int(round(top * len(df))))
-    n_top = min(n_top, len(df))
-    by_name = {it.name: it for it in items}
-    boxes: dict[str, Any] = {}
-    suspects: dict[str, int] = {}
-    for item, image, p, m in passes([by_name[n] for n in df["name"].iloc[:n_top]], "audit 3/3"):
-        sus = suspect_pixels(p, m, t, schema.ignore_index)
-        box = region_box[item.name] or suspect_box(sus)
-        suspects[item.name] = int(sus.sum())
-        # Boxes are found at model resolution and reported in the image's own pixels.
-        sy, sx = image.shape[0] / h, image.shape[1] / w
-        boxes[item.name] = (
-            None
-            if box is None
-            else [int(box[0] * sx), int(box[1] * sy), int(np.ceil(box[2] * sx)), int(np.ceil(box[3] * sy))]
-        )
-        stem = Path(item.name).with_suffix("")
-        write_png(out / "suspects" / f"{stem}.png", sus.astype(np.uint8) * 255)
-        img_small, _ = resize_pair(image, None, size)
-        write_image(
-            out / "overlays" / f"{stem}.jpg",
-            _pil(overlay_suspects(img_small, schema.colorize(m), sus, box)),
-            quality=90,
-        )
+    top_names = list(df["name"].iloc[: min(n_top, len(df))])
+    pictures = [r for b in passes("pictures", top_names, (t, str(out), region_box), "audit 3/3") for r in b]
+    suspects = {n: s for n, (s, _) in zip(top_names, pictures, strict=True)}
+    boxes = {n: b for n, (_, b) in zip(top_names, pictures, strict=True)}
     df["suspect_pixels"] = df["name"].map(suspects).astype("float")
     df["box"] = df["name"].map(lambda n: None if boxes.get(n) is None else list(boxes[n]))
     write_table(out / "audit.parquet", df)
@@ -192,6 +243,7 @@ def audit(
     write_json(out / "thresholds.json", dict(zip(schema.names, map(float, t), strict=True)))
     if push:
         push_needs_fix(dataset, df.head(int(push)), run)
+    df.attrs["out"] = str(out)
     return df
 
 

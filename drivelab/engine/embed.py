@@ -4,7 +4,7 @@ Every image is resized to the checkpoint's training size (as in training), padde
 through the model in batches. Per image:
 
     features     semantic: the deepest encoder map (``model.encode``) average-pooled to (C,);
-                 instance (Mask R-CNN): every FPN level average-pooled and concatenated
+                 instance: the levels the model's heads read, average-pooled and concatenated
     loss, miou   cross-entropy and IoU against the label (at training size), NaN when unlabelled
     entropy      mean per-pixel entropy of the softmax, divided by log K (0 sure .. 1 uniform)
     margin       mean gap between the two most probable classes (small = uncertain)
@@ -18,7 +18,6 @@ a rerun skips names already embedded and only then (re)writes ``table.parquet`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,12 +91,25 @@ class SemanticEmbedder:
     ) -> None:
         self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
 
+    @staticmethod
+    def load(reader: Reader, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(original image, model input, label): the input resized to the training size and padded
+        to /32 by the one model-input transform, the label resized (nearest) the same way."""
+        from drivelab.seg.transforms import pad_to_stride, resize_pair
+
+        image = reader.load_image(item)
+        mask = reader.load_mask(item) if item.label_path is not None else None
+        small, small_mask = resize_pair(image, mask, size)
+        small, small_mask = pad_to_stride(small, small_mask)
+        return image, small, small_mask
+
     @torch.no_grad()
     def __call__(
-        self, images: np.ndarray, masks: list[np.ndarray | None]
+        self, images: np.ndarray | list[np.ndarray], masks: list[np.ndarray | None]
     ) -> tuple[np.ndarray, list[dict], np.ndarray]:
         """``images`` (B, H, W, 3) uint8, H and W multiples of 32 -> features (B, C), per-image rows,
         predicted masks (B, H, W)."""
+        images = np.stack(images) if isinstance(images, list) else images
         x = (
             torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
             .to(self.device)
@@ -112,7 +124,8 @@ class SemanticEmbedder:
 
 
 class InstanceEmbedder:
-    """A torchvision Mask R-CNN: pooled FPN features, detection counts and score uncertainty."""
+    """An instance model (ProtoSeg or Mask R-CNN): pooled features, detection counts and score
+    uncertainty."""
 
     def __init__(
         self,
@@ -124,17 +137,28 @@ class InstanceEmbedder:
         self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
         self.score_thresh = score_thresh
 
+    @staticmethod
+    def load(reader: Reader, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(original image, model input, instance count): the input resized to the training size
+        (the model pads itself)."""
+        from drivelab.seg.transforms import resize_pair
+
+        image = reader.load_image(item)
+        inst = reader.load_instances(item) if item.label_path is not None else None
+        small, _ = resize_pair(image, None, size)
+        return image, small, (len(inst) if inst is not None else None)
+
     @torch.no_grad()
     def __call__(
         self, images: list[np.ndarray], counts: list[int | None]
     ) -> tuple[np.ndarray, list[dict], None]:
+        from drivelab.seg.instance.model import pooled_features
+
         x = [
             torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(self.device).float().div_(255)
             for im in images
         ]
-        batch, _ = self.model.transform(x)
-        levels = self.model.backbone(batch.tensors)
-        feats = torch.cat([f.float().mean(dim=(2, 3)) for f in levels.values()], dim=1)
+        feats = pooled_features(self.model, x)
         outputs = self.model(x)
         rows = []
         for o, n in zip(outputs, counts, strict=True):
@@ -155,16 +179,16 @@ class InstanceEmbedder:
 
 # --------------------------------------------------------------------------- model + dataset
 def open_model_and_dataset(
-    run: str | Path, dataset: str | Path, device: str = "cpu"
+    run: str | Path | dict, dataset: str | Path, device: Any = "cpu"
 ) -> tuple[torch.nn.Module, ClassSchema, dict, Reader]:
     """Load a checkpoint and open a dataset, failing clearly when their classes disagree."""
     from drivelab.data import open_dataset
     from drivelab.seg.checkpoint import load_model
+    from drivelab.seg.tasks import task_of
 
     model, schema, ckpt = load_model(run, device)
-    task = ckpt.get("task", "semantic")
     reader = open_dataset(dataset, **dataset_options(ckpt, dataset))
-    if task == "instance" and reader.task != "instance":
+    if task_of(ckpt) == "instance" and reader.task != "instance":
         raise DrivelabError(
             "the checkpoint is an instance model but the dataset has no instance annotations", dataset
         )
@@ -186,110 +210,51 @@ def dataset_options(ckpt: dict, dataset: str | Path) -> dict:
     return {"classes": str(classes)} if classes and detect_format(dataset) == "cityscapes" else {}
 
 
-def model_size(ckpt: dict) -> tuple[int, int]:
-    from drivelab.seg.checkpoint import training_size
-
-    return training_size(ckpt)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DrivelabError(f"--device {device} but CUDA is not available")
-    return device
-
-
-def load_batches(
-    reader: Reader, items: list[Item], size: tuple[int, int], batch_size: int, task: str, workers: int = 2
-) -> Iterator[tuple[list[Item], list[np.ndarray], list[np.ndarray], list]]:
-    """Yield (items, original images, model inputs, labels) batches; decoding runs in threads.
-
-    Semantic: inputs resized to ``size`` and padded to /32, labels resized (nearest) the same way.
-    Instance: inputs resized to ``size`` (the model pads itself), labels are instance counts."""
-    from drivelab.seg.transforms import pad_to_stride, resize_pair
-
-    def load(item: Item) -> tuple[np.ndarray, np.ndarray, Any]:
-        image = reader.load_image(item)
-        if task == "instance":
-            inst = reader.load_instances(item) if item.label_path is not None else None
-            small, _ = resize_pair(image, None, size)
-            return image, small, (len(inst) if inst is not None else None)
-        mask = reader.load_mask(item) if item.label_path is not None else None
-        small, small_mask = resize_pair(image, mask, size)
-        small, small_mask = pad_to_stride(small, small_mask)
-        return image, small, small_mask
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            loaded = list(pool.map(load, chunk))
-            yield chunk, [a for a, _, _ in loaded], [b for _, b, _ in loaded], [c for _, _, c in loaded]
-
-
-# --------------------------------------------------------------------------- the verb
-def embed(
-    run: str | Path,
-    dataset: str | Path,
-    out: str | Path,
-    *,
-    batch_size: int = 8,
-    device: str = "auto",
-    split: str | None = None,
-    limit: int | None = None,
-    chunk: int = 256,
-    save_preds: bool = True,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Embed every image of ``dataset`` with the model of ``run``; returns the table path."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from drivelab.io import write_json, write_png
-
-    if batch_size < 1 or chunk < 1:
-        raise DrivelabError("--batch-size and --chunk must be >= 1")
-    out = Path(out)
-    device = resolve_device(device)
-    model, schema, ckpt, reader = open_model_and_dataset(run, dataset, device)
-    task = ckpt.get("task", "semantic")
+def select_items(reader: Reader, dataset: str | Path, split: str | None, limit: int | None,
+                 labelled_only: bool = False) -> tuple[Reader, list[Item]]:
+    """The reader of ``split`` (None: every image) and its first ``limit`` items."""
     if split is not None:
         if split not in reader.splits:
             raise DrivelabError(f"no split {split!r} (splits: {', '.join(reader.splits)})", dataset)
         reader = reader.subset(split=split)
-    items = reader.items[:limit] if limit else reader.items
-    if not items:
-        raise DrivelabError("the dataset has no images", dataset)
-    size = model_size(ckpt)
-    meta = {
-        "checkpoint": str(Path(ckpt["path"]).resolve()),
-        "dataset": str(Path(dataset).resolve()),
-        "format": reader.format,
-        "dataset_options": dataset_options(ckpt, dataset),
-        "task": task,
-        "classes": schema.names,
-        "schema": schema.to_dict(),
-        "model_spec": ckpt.get("model_spec"),
-        "size": list(size),
-        "features": FEATURES,
-    }
-    done = _start(out, meta, overwrite)
-    todo = [it for it in items if it.name not in done]
-    embedder = (InstanceEmbedder if task == "instance" else SemanticEmbedder)(model, schema, device)
-    palette = schema.palette_256()
-    rows: list[dict] = []
-    feats: list[np.ndarray] = []
-    part = len(list((out / "chunks").glob("part-*.parquet")))
-    bar = tqdm(
-        total=len(items), initial=len(items) - len(todo), desc="embed", disable=not progress, unit="img"
-    )
-    for batch_items, originals, inputs, labels in load_batches(reader, todo, size, batch_size, task):
-        if task == "instance":
-            f, stats, preds = embedder(inputs, labels)
-        else:
-            f, stats, preds = embedder(np.stack(inputs), labels)
-        for i, (item, image, st) in enumerate(zip(batch_items, originals, stats, strict=True)):
+    items = [it for it in reader.items if it.label_path is not None] if labelled_only else reader.items
+    return reader, items[: limit or None]
+
+
+def chunks_of(items: list, size: int) -> list[list]:
+    """``items`` in batches of ``size``: the batches of both the local loop and Ray's actors, so a
+    model sees the same batches (and gives the same numbers) wherever it runs."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class EmbedWorker:
+    """One model and the dataset: embeds batches of image names, writes their predicted masks and
+    returns (rows, features). Runs in this process, or as a Ray actor (``drivelab.cluster``) with
+    identical results."""
+
+    def __init__(self, ckpt: dict, dataset: str, device: str, out: str, save_preds: bool,
+                 workers: int = 2) -> None:
+        from drivelab.device import resolve_device
+        from drivelab.seg.checkpoint import training_size
+        from drivelab.seg.tasks import for_checkpoint
+
+        device = resolve_device(device)
+        model, self.schema, ckpt, self.reader = open_model_and_dataset(ckpt, dataset, device)
+        self.embedder = for_checkpoint(ckpt).embedder_class()(model, self.schema, device)
+        self.size = training_size(ckpt)
+        self.out, self.save_preds, self.workers = Path(out), save_preds, max(1, workers)
+        self.palette = self.schema.palette_256()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self, names: list[str]) -> tuple[list[dict], np.ndarray]:
+        from drivelab.io import write_png
+
+        self._pool = self._pool or ThreadPoolExecutor(self.workers)
+        items = [self.reader.item(n) for n in names]
+        loaded = list(self._pool.map(lambda it: self.embedder.load(self.reader, it, self.size), items))
+        feats, stats, preds = self.embedder([b for _, b, _ in loaded], [c for _, _, c in loaded])
+        rows = []
+        for i, (item, (image, _, _), st) in enumerate(zip(items, loaded, stats, strict=True)):
             row = {
                 "name": item.name,
                 "split": item.split,
@@ -298,13 +263,85 @@ def embed(
                 **image_stats(image),
                 **st,
             }
-            if preds is not None and save_preds:
+            if preds is not None and self.save_preds:
                 rel = Path("preds") / Path(item.name).with_suffix(".png")
-                write_png(out / rel, preds[i][: size[0], : size[1]], palette=palette)
+                write_png(self.out / rel, preds[i][: self.size[0], : self.size[1]], palette=self.palette)
                 row["pred_path"] = str(rel)
             rows.append(row)
+        return rows, feats
+
+
+# --------------------------------------------------------------------------- the verb
+def embed(
+    run: str | Path,
+    dataset: str | Path,
+    out: str | Path | None = None,
+    *,
+    batch: int = 8,
+    device: str = "auto",
+    split: str | None = None,
+    limit: int | None = None,
+    chunk: int = 256,
+    save_preds: bool = True,
+    overwrite: bool = False,
+    workers: int = 2,
+    ray: Any = None,
+    progress: bool = True,
+) -> Path:
+    """Embed every image of ``dataset`` with the model of ``run``; returns the table path.
+
+    ``out`` defaults to ``<run>/embed/<dataset name>``. ``ray``: a ``drivelab.cluster.RayOptions``
+    to embed on a Ray cluster (one model per actor, the same batches, the same table)."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from drivelab.io import write_json
+    from drivelab.seg.checkpoint import output_dir, read_checkpoint, training_size
+    from drivelab.seg.tasks import task_of
+
+    if batch < 1 or chunk < 1:
+        raise DrivelabError("--batch and --chunk must be >= 1")
+    ckpt = read_checkpoint(run)
+    out = Path(out) if out is not None else output_dir(ckpt, "embed", dataset)
+    # The driver's worker also checks model and dataset agree before any actor starts.
+    worker = EmbedWorker(ckpt, str(dataset), device, str(out), save_preds, workers)
+    schema = worker.schema
+    reader, items = select_items(worker.reader, dataset, split, limit)
+    if not items:
+        raise DrivelabError("the dataset has no images", dataset)
+    size = training_size(ckpt)
+    meta = {
+        "checkpoint": str(Path(ckpt["path"]).resolve()),
+        "dataset": str(Path(dataset).resolve()),
+        "format": reader.format,
+        "dataset_options": dataset_options(ckpt, dataset),
+        "task": task_of(ckpt),
+        "classes": schema.names,
+        "schema": schema.to_dict(),
+        "model_spec": ckpt.get("model_spec"),
+        "size": list(size),
+        "features": FEATURES,
+    }
+    done = _start(out, meta, overwrite)
+    todo = [it.name for it in items if it.name not in done]
+    # Flushes happen between batches: a chunk of rows is `chunk` rounded up to whole batches.
+    batches = chunks_of(todo, batch)
+    if ray is not None:
+        from drivelab.cluster import map_chunks
+
+        args = (ckpt, str(dataset), device, str(out), save_preds, workers)
+        results = map_chunks(EmbedWorker, batches, ray, ctor_args=args, progress=progress, desc="embed")
+    else:
+        results = (worker(b) for b in batches)
+    rows: list[dict] = []
+    feats: list[np.ndarray] = []
+    part = len(list((out / "chunks").glob("part-*.parquet")))
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="embed",
+               disable=not progress or ray is not None, unit="img")
+    for batch_rows, f in results:
+        rows += batch_rows
         feats.append(f)
-        bar.update(len(batch_items))
+        bar.update(len(batch_rows))
         if len(rows) >= chunk:
             _flush(out, part, rows, feats)
             part, rows, feats = part + 1, [], []

@@ -270,12 +270,14 @@ class _SheetMaker:
         return panels
 
     def _blend(self, base: Any, mask: np.ndarray) -> Any:
-        """Half image, half class colours (the schema's palette), at panel size, in PIL's C code."""
+        """The image with its class colours (the schema's palette) blended in at the painter's opacity."""
         from PIL import Image
+
+        from drivelab.painter import blend_pil
 
         m = Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize(base.size, Image.NEAREST)
         m.putpalette(self.palette)
-        return Image.blend(base, m.convert("RGB"), 0.5)
+        return blend_pil(base, m.convert("RGB"))
 
 
 def _exists(path: Any) -> bool:

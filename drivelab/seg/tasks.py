@@ -31,7 +31,8 @@ class TaskEntry:
     model: str  # build a model from a checkpoint's model_spec
     predict: str  # (checkpoint, inputs, out, **options) -> PredictSummary
     evaluate: str  # (checkpoint, dataset, out_dir, **options) -> metrics dict
-    embed_batch: str | None  # engine: (model, batch, ...) -> features and per-image rows
+    embedder: str | None  # engine: a class (model, schema, device) with load(reader, item, size)
+    # and __call__(inputs, labels) -> features, per-image rows, predicted masks
 
     def train_task(self) -> Any:
         return _resolve(self.trainer)()
@@ -45,10 +46,10 @@ class TaskEntry:
     def run_evaluate(self, checkpoint: Any, dataset: Any, out_dir: Any, **options: Any) -> dict:
         return _call(_resolve(self.evaluate), self.name, "evaluate", checkpoint, dataset, out_dir, **options)
 
-    def embedder(self) -> Callable:
-        if self.embed_batch is None:
+    def embedder_class(self) -> Callable:
+        if self.embedder is None:
             raise DrivelabError(f"embedding is not available for {self.name} checkpoints")
-        return _resolve(self.embed_batch)
+        return _resolve(self.embedder)
 
 
 def _call(fn: Callable, task: str, verb: str, *args: Any, **options: Any) -> Any:
@@ -75,7 +76,7 @@ TASK_MAP: dict[str, TaskEntry] = {
         model="drivelab.seg.models:build_model",
         predict="drivelab.seg.predict:predict_semantic",
         evaluate="drivelab.seg.evaluate:evaluate_checkpoint",
-        embed_batch="drivelab.engine.embed:semantic_batch",
+        embedder="drivelab.engine.embed:SemanticEmbedder",
     ),
     "instance": TaskEntry(
         name="instance",
@@ -83,7 +84,7 @@ TASK_MAP: dict[str, TaskEntry] = {
         model="drivelab.seg.instance.model:build_instance_model",
         predict="drivelab.seg.instance.predict:predict_instances",
         evaluate="drivelab.seg.instance.evaluate:evaluate_instances",
-        embed_batch="drivelab.engine.embed:instance_batch",
+        embedder="drivelab.engine.embed:InstanceEmbedder",
     ),
 }
 TASKS = tuple(TASK_MAP)

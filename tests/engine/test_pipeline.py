@@ -43,7 +43,7 @@ def pool(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def embedded(engine_run: Path, pool: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("emb") / "pool"
-    r = invoke("embed", engine_run, pool, "--out", out, "--batch-size", 4, "--chunk", 4)
+    r = invoke("embed", engine_run, pool, "--out", out, "--batch", 4, "--chunk", 4)
     assert r.exit_code == 0, r.output
     return out
 

@@ -58,6 +58,17 @@ def build_instance_model(
     return model
 
 
+@torch.no_grad()
+def pooled_features(model: nn.Module, images: list[torch.Tensor]) -> torch.Tensor:
+    """(B, C) embedding of images (3, H, W) in [0, 1]: the feature levels the model's heads read,
+    average-pooled and concatenated (ProtoSeg: its backbone levels; Mask R-CNN: every FPN level)."""
+    if hasattr(model, "pooled_features"):
+        return model.pooled_features(images)
+    batch, _ = model.transform(images)
+    levels = model.backbone(batch.tensors)
+    return torch.cat([f.float().mean(dim=(2, 3)) for f in levels.values()], dim=1)
+
+
 def build_protoseg(
     num_classes: int, backbone: str = DEFAULT_BACKBONE["protoseg"], **kwargs: Any
 ) -> nn.Module:

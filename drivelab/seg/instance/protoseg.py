@@ -258,10 +258,9 @@ class ProtoSeg(nn.Module):
         self.__dict__["_inference"] = (key, net if ok else self)
         return self.__dict__["_inference"][1]
 
-    @torch.no_grad()
-    def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        from torchvision.ops import batched_nms, clip_boxes_to_image
-
+    def input_batch(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int, int, int]]]:
+        """Images (3, H, W) in [0, 1] at the training scale, padded into one batch, and each one's
+        (H, W, scaled H, scaled W)."""
         scaled, sizes = [], []
         for im in images:
             h, w = im.shape[-2:]
@@ -272,7 +271,21 @@ class ProtoSeg(nn.Module):
                                    antialias=s < 1)[0]
             scaled.append(im)
             sizes.append((h, w, hs, ws))
-        x = pad_batch(scaled)
+        return pad_batch(scaled), sizes
+
+    @torch.no_grad()
+    def pooled_features(self, images: list[Tensor]) -> Tensor:
+        """(B, C): every backbone level the head reads, average-pooled and concatenated (the data
+        engine's embedding of an image)."""
+        x, _ = self.input_batch(images)
+        feats = self.inference_net().backbone((x - self.mean) / self.std)
+        return torch.cat([feats[lv].float().mean(dim=(2, 3)) for lv in self.levels], 1)
+
+    @torch.no_grad()
+    def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        from torchvision.ops import batched_nms, clip_boxes_to_image
+
+        x, sizes = self.input_batch(images)
         out = self.inference_net().raw(x)
         _, _, hh, ww = out["cls"].shape
         anchors = self.anchors(hh, ww, x.device)
