@@ -110,7 +110,8 @@ def test_embed_and_audit_on_ray_equal_the_local_run(tiny_run, local_ray, tmp_pat
     ta, tb = (json.loads((tmp_path / d / "thresholds.json").read_text()) for d in ("au_local", "au_ray"))
     assert ta.keys() == tb.keys() and np.allclose(list(ta.values()), list(tb.values()), rtol=1e-7, atol=0)
     overlays = sorted(p.name for p in (tmp_path / "au_ray" / "overlays").iterdir())
-    assert len(overlays) == 3 and overlays == sorted(p.name for p in (tmp_path / "au_local" / "overlays").iterdir())
+    assert len(overlays) == 3
+    assert overlays == sorted(p.name for p in (tmp_path / "au_local" / "overlays").iterdir())
 
 
 def test_worker_errors_reach_the_user_as_one_line(tiny_run, local_ray, tmp_path: Path) -> None:

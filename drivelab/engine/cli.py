@@ -75,13 +75,15 @@ def select(
     """Choose the next images to label (uncertainty, k-center diversity, both, or random)."""
     from drivelab.engine.run import run_select
 
-    picked = run_select(pool, budget, strategy, out, labelled=labelled, seed=seed, queue=queue, dataset=dataset)
+    picked = run_select(pool, budget, strategy, out, labelled=labelled, seed=seed, queue=queue,
+                        dataset=dataset)
     cu.result(f"selected {len(picked)} images ({strategy}) -> {out}"
               + (" and queued in the label store" if queue else ""))
 
 
 def prune(
-    table: Path = typer.Argument(..., help="Table of the dataset from `drivelab embed` (the file or its folder)."),
+    table: Path = typer.Argument(..., help="Table of the dataset from `drivelab embed` (the file or its "
+                                 "folder)."),
     keep: float = typer.Option(..., "--keep", help="Fraction of images to keep, e.g. 0.5."),
     out: Path = cu.out_option(Path("prune"), "Folder for kept.txt, dropped.txt and the report."),
     cluster: str = typer.Option("kmeans", help="kmeans or hdbscan."),
@@ -104,8 +106,10 @@ def audit(
     run: Path = typer.Argument(..., help="Checkpoint (.pt) or run folder of a semantic model."),
     dataset: Path = typer.Argument(..., help="Labelled dataset to audit."),
     out: Path | None = cu.out_option(None, "Output folder (default: <run>/audit/<dataset name>)."),
-    top: float = typer.Option(0.1, help="Fraction (<1) or count (>=1) of the ranking that gets suspect masks."),
-    push: int = typer.Option(0, help="Mark the N worst images needs_fix in the label store, with the region."),
+    top: float = typer.Option(0.1, help="Fraction (<1) or count (>=1) of the ranking that gets suspect "
+                              "masks."),
+    push: int = typer.Option(0, help="Mark the N worst images needs_fix in the label store, with the "
+                             "region."),
     split: str | None = typer.Option(None, help="Only this split (default: every labelled image)."),
     temperature: float = typer.Option(0.1, help="Soft-minimum temperature (smaller: closer to the minimum)."),
     rank: str = typer.Option("regions", help="regions (region score + cleanlab's softmin) or softmin "
