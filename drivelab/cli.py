@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from drivelab.cliutil import VQ, run
+from drivelab.cliutil import run
 
 app = typer.Typer(
     name="drivelab",
@@ -29,9 +29,8 @@ def _register() -> None:
     from drivelab.seg import cli as seg_cli
     from drivelab.vq import cli as vq_cli
 
-    for pillar in (demo, data_cli, label_cli, seg_cli, engine_cli):
+    for pillar in (demo, data_cli, label_cli, seg_cli, engine_cli, vq_cli):
         pillar.register(app)
-    app.add_typer(vq_cli.app, name="vq", rich_help_panel=VQ)
 
 
 _register()

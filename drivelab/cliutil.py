@@ -150,12 +150,15 @@ def write_json_output(path: str | Path | None, obj: Any) -> None:
 
 
 # --------------------------------------------------------------------------- argv
-# (verb, old spelling) -> new spelling. Removed in the release after next.
+# (verb, old spelling) -> new spelling; a verb is its full path ("vq train"). Removed in the
+# release after next.
 DEPRECATED: dict[tuple[str, str], str] = {
     ("predict", "--batch-size"): "--batch",
     ("embed", "--batch-size"): "--batch",
     ("audit", "--batch-size"): "--batch",
     ("map", "--size"): "--dot-size",  # --size is an image size (HxW) everywhere else
+    ("vq train", "--width"): "--embed-width",  # --width was an image width elsewhere
+    ("vq train-prior", "--width"): "--embed-width",
     ("train", "--data"): "data=",
     ("train", "--model"): "model=",
     ("train", "--encoder"): "encoder=",
@@ -201,7 +204,7 @@ def normalize_argv(app: typer.Typer, argv: list[str]) -> list[str]:
     cmd, path, start = _command(app, argv)
     if is_group(cmd) or not path:
         return argv
-    verb = path[-1]
+    verb = " ".join(path)  # "evaluate", "vq train"
     long_opts = option_flags(cmd)
     out, rest = list(argv[:start]), list(argv[start:])
     height = width = None

@@ -100,6 +100,11 @@ def _concurrency(ray: Any, opts: RayOptions) -> int:
     return max(1, int(res.get("CPU", 1) // max(opts.num_cpus, 1e-9)))
 
 
+def shard_count(ray: Any, opts: RayOptions, items: int) -> int:
+    """How many shards a file-level job splits into: one per task slot, at most one per item."""
+    return max(1, min(items, _concurrency(ray, opts)))
+
+
 def map_chunks(worker: type, chunks: list[Any], opts: RayOptions, *, ctor_args: tuple = (),
                progress: bool = True, desc: str = "ray", count: Callable[[Any], int] = len) -> list[Any]:
     """Ray Data with an actor pool: each actor builds ``worker(*ctor_args)`` once (a model per

@@ -15,6 +15,8 @@ from typing import Any
 
 import typer
 
+from drivelab import cliutil as cu
+
 CLIP = Path("shared") / "data" / "commavq" / "decoded_segment.mp4"
 
 
@@ -100,7 +102,7 @@ def _samples(predictor: Any, reader: Any, n: int = 6) -> list[tuple[str, Any]]:
 
     from drivelab.painter import Painter
 
-    painter = Painter(predictor.schema, opacity=0.55, legend=False)
+    painter = Painter(predictor.schema, legend=False)
     items = []
     for i in range(min(n, len(reader))):
         s = reader[i]
@@ -194,8 +196,7 @@ def run_demo(out: Path, plan: DemoPlan, clip: Path | None = None, echo: Any = pr
 
 
 def demo(
-    out: Path = typer.Option(Path("drivelab-demo"), "--out", "-o", help="Folder for everything the demo "
-                             "writes."),
+    out: Path = cu.out_option(Path("drivelab-demo"), "Folder for everything the demo writes."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long run (tiny set, 2 training steps)."),
     n: int | None = typer.Option(None, help="Number of synthetic training images."),
     steps: int | None = typer.Option(None, help="Training steps (default: ~3 minutes on 2 CPU cores)."),
@@ -204,8 +205,6 @@ def demo(
     frames: int | None = typer.Option(None, help="Frames of the video to process."),
 ) -> None:
     """Run the whole loop on synthetic data: synthesise, validate, train, evaluate, predict, report."""
-    from drivelab import cliutil as cu
-
     plan = DemoPlan.quick() if quick else DemoPlan()
     if n is not None:
         plan.n = n
@@ -218,6 +217,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    from drivelab.cliutil import START
-
-    app.command("demo", rich_help_panel=START)(demo)
+    app.command("demo", rich_help_panel=cu.START)(demo)

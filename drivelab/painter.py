@@ -46,7 +46,7 @@ def overlay_style(schema: ClassSchema, opacity: float = OPACITY) -> dict:
 class Painter:
     """Colour maps, overlays with a legend, and side-by-side frames for one class schema."""
 
-    def __init__(self, schema: ClassSchema, opacity: float = 0.5, legend: bool = True) -> None:
+    def __init__(self, schema: ClassSchema, opacity: float = OPACITY, legend: bool = True) -> None:
         if not 0.0 <= opacity <= 1.0:
             raise DrivelabError(f"opacity must be between 0 and 1, got {opacity}")
         self.schema = schema

@@ -146,3 +146,28 @@ def test_vq_archives_on_ray_are_the_local_bytes(local_ray, commavq_tokens, tmp_p
         names = decompress_many([remote], tmp_path / f"back{solid}", ray=local_ray)
         assert sorted(names) == [s.name for s in segs]
         assert all((tmp_path / f"back{solid}" / s.name).read_bytes() == s.raw for s in segs)
+
+
+def test_vq_evaluate_on_ray_runs_decompress_py_per_shard(local_ray, commavq_tokens, tmp_path: Path) -> None:
+    import zipfile
+
+    from drivelab.vq.submission import evaluate, write_submission
+    from drivelab.vq.tokens import npy_bytes, parse_npy
+
+    real_tokens = np.load(commavq_tokens)
+    src = tmp_path / "tokens"
+    src.mkdir()
+    for i in range(4):
+        (src / f"s{i}.npy").write_bytes(npy_bytes(real_tokens[i * 10:(i + 1) * 10]))
+    segs = [parse_npy((src / f"s{i}.npy").read_bytes(), f"s{i}.npy") for i in range(4)]
+    zpath = tmp_path / "submission.zip"
+    write_submission(zpath, segs, "lzma", workers=1, solid=False, options={})
+    assert "decompress.py" in zipfile.ZipFile(zpath).namelist()
+    logs: list[str] = []
+    remote = evaluate(zpath, [src], ray=local_ray, log=logs.append)
+    assert any("one task per shard" in line for line in logs)
+    local = evaluate(zpath, [src])
+    assert remote == local and remote["segments"] == 4
+    (src / "s2.npy").write_bytes(npy_bytes(np.zeros((10, 8, 16), np.int16)))
+    with pytest.raises(DrivelabError, match="differs"):
+        evaluate(zpath, [src], ray=local_ray)

@@ -68,14 +68,14 @@ class AuditWorker:
 
     def __init__(self, ckpt: dict, dataset: str, device: str, temperature: float, workers: int = 2) -> None:
         from drivelab.device import resolve_device
-        from drivelab.engine.embed import SemanticEmbedder, open_model_and_dataset
+        from drivelab.engine.source import load_semantic, open_model_and_dataset
         from drivelab.seg.checkpoint import expect_task, training_size
 
         self.device = resolve_device(device)
         self.model, self.schema, ckpt, self.reader = open_model_and_dataset(ckpt, dataset, self.device)
         expect_task(ckpt, "semantic", "audit (it scores per-pixel labels)")
         self.size, self.temperature, self.workers = training_size(ckpt), temperature, max(1, workers)
-        self.load = SemanticEmbedder.load
+        self.load = load_semantic
         self._pool: Any = None
 
     def probabilities(self, names: list[str]) -> list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
@@ -174,7 +174,7 @@ def audit(
     import pandas as pd
     from tqdm import tqdm
 
-    from drivelab.engine.embed import chunks_of, select_items
+    from drivelab.engine.source import chunks_of, select_items
     from drivelab.io import write_json, write_table
     from drivelab.seg.checkpoint import output_dir, read_checkpoint
 

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drivelab.data.sample import Item, Reader
+from drivelab.engine.source import (
+    chunks_of,
+    load_instance,
+    load_semantic,
+    open_model_and_dataset,
+    select_items,
+)
 from drivelab.engine.table import FEATURES, META, TABLE
 from drivelab.errors import DrivelabError
 from drivelab.schema import IGNORE, ClassSchema
@@ -91,17 +97,7 @@ class SemanticEmbedder:
     ) -> None:
         self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
 
-    @staticmethod
-    def load(reader: Reader, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Any]:
-        """(original image, model input, label): the input resized to the training size and padded
-        to /32 by the one model-input transform, the label resized (nearest) the same way."""
-        from drivelab.seg.transforms import pad_to_stride, resize_pair
-
-        image = reader.load_image(item)
-        mask = reader.load_mask(item) if item.label_path is not None else None
-        small, small_mask = resize_pair(image, mask, size)
-        small, small_mask = pad_to_stride(small, small_mask)
-        return image, small, small_mask
+    load = staticmethod(load_semantic)
 
     @torch.no_grad()
     def __call__(
@@ -137,16 +133,7 @@ class InstanceEmbedder:
         self.model, self.schema, self.device = model.eval(), schema, torch.device(device)
         self.score_thresh = score_thresh
 
-    @staticmethod
-    def load(reader: Reader, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Any]:
-        """(original image, model input, instance count): the input resized to the training size
-        (the model pads itself)."""
-        from drivelab.seg.transforms import resize_pair
-
-        image = reader.load_image(item)
-        inst = reader.load_instances(item) if item.label_path is not None else None
-        small, _ = resize_pair(image, None, size)
-        return image, small, (len(inst) if inst is not None else None)
+    load = staticmethod(load_instance)
 
     @torch.no_grad()
     def __call__(
@@ -177,56 +164,7 @@ class InstanceEmbedder:
         return feats.cpu().numpy().astype(np.float32), rows, None
 
 
-# --------------------------------------------------------------------------- model + dataset
-def open_model_and_dataset(
-    run: str | Path | dict, dataset: str | Path, device: Any = "cpu"
-) -> tuple[torch.nn.Module, ClassSchema, dict, Reader]:
-    """Load a checkpoint and open a dataset, failing clearly when their classes disagree."""
-    from drivelab.data import open_dataset
-    from drivelab.seg.checkpoint import load_model
-    from drivelab.seg.tasks import task_of
-
-    model, schema, ckpt = load_model(run, device)
-    reader = open_dataset(dataset, **dataset_options(ckpt, dataset))
-    if task_of(ckpt) == "instance" and reader.task != "instance":
-        raise DrivelabError(
-            "the checkpoint is an instance model but the dataset has no instance annotations", dataset
-        )
-    if reader.schema.names != schema.names:
-        raise DrivelabError(
-            f"class mismatch: the checkpoint predicts {schema.num_classes} classes ({schema.name}: "
-            f"{', '.join(schema.names[:6])}...), the dataset has {reader.schema.num_classes} "
-            f"({reader.schema.name})",
-            dataset,
-        )
-    return model, schema, ckpt, reader
-
-
-def dataset_options(ckpt: dict, dataset: str | Path) -> dict:
-    """Reader options a checkpoint implies: a Cityscapes model keeps its class set (19/29/30)."""
-    from drivelab.data import detect_format
-
-    classes = (ckpt.get("config") or {}).get("classes")
-    return {"classes": str(classes)} if classes and detect_format(dataset) == "cityscapes" else {}
-
-
-def select_items(reader: Reader, dataset: str | Path, split: str | None, limit: int | None,
-                 labelled_only: bool = False) -> tuple[Reader, list[Item]]:
-    """The reader of ``split`` (None: every image) and its first ``limit`` items."""
-    if split is not None:
-        if split not in reader.splits:
-            raise DrivelabError(f"no split {split!r} (splits: {', '.join(reader.splits)})", dataset)
-        reader = reader.subset(split=split)
-    items = [it for it in reader.items if it.label_path is not None] if labelled_only else reader.items
-    return reader, items[: limit or None]
-
-
-def chunks_of(items: list, size: int) -> list[list]:
-    """``items`` in batches of ``size``: the batches of both the local loop and Ray's actors, so a
-    model sees the same batches (and gives the same numbers) wherever it runs."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
+# --------------------------------------------------------------------------- the worker
 class EmbedWorker:
     """One model and the dataset: embeds batches of image names, writes their predicted masks and
     returns (rows, features). Runs in this process, or as a Ray actor (``drivelab.cluster``) with
@@ -296,7 +234,7 @@ def embed(
     from tqdm import tqdm
 
     from drivelab.io import write_json
-    from drivelab.seg.checkpoint import output_dir, read_checkpoint, training_size
+    from drivelab.seg.checkpoint import output_dir, read_checkpoint, reader_options, training_size
     from drivelab.seg.tasks import task_of
 
     if batch < 1 or chunk < 1:
@@ -314,7 +252,7 @@ def embed(
         "checkpoint": str(Path(ckpt["path"]).resolve()),
         "dataset": str(Path(dataset).resolve()),
         "format": reader.format,
-        "dataset_options": dataset_options(ckpt, dataset),
+        "dataset_options": reader_options(ckpt, dataset),
         "task": task_of(ckpt),
         "classes": schema.names,
         "schema": schema.to_dict(),

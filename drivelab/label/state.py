@@ -165,7 +165,7 @@ class LabelState:
             if self._predictor is None:
                 from drivelab.seg.inference import Predictor  # torch is imported only when needed
 
-                self._predictor = Predictor(self._model_spec, device=_device(self.device))
+                self._predictor = Predictor(self._model_spec, device=self.device)
         return self._predictor
 
     def prediction(self, item: Item) -> np.ndarray:
@@ -241,12 +241,6 @@ async def current_user(request: Request) -> str:
     return request.scope.get("state", {}).get("user") or request.app.state.label.access.local_user
 
 
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _read_table(path: str | Path) -> dict[str, float]:

@@ -157,6 +157,19 @@ def output_dir(source: Source, verb: str, dataset: str | Path) -> Path:
     return run_dir(source) / verb / dataset_name(dataset)
 
 
+def reader_options(ckpt: dict | None, dataset: str | Path, schema: ClassSchema | None = None) -> dict:
+    """Reader options a checkpoint implies for ``dataset``: a Cityscapes model keeps its class set
+    (19/29/30), from its config or, for prediction folders, from the schema's name."""
+    from drivelab.data import detect_format
+
+    if detect_format(dataset) != "cityscapes":
+        return {}
+    classes = ((ckpt or {}).get("config") or {}).get("classes")
+    if not classes and schema is not None:
+        classes = {"cityscapes19": "19", "cityscapes29": "29", "cityscapes30": "30"}.get(schema.name)
+    return {"classes": str(classes)} if classes else {}
+
+
 def default_split(splits: list[str], dataset: str | Path, ckpt: dict) -> str | None:
     """The validation split when evaluating on the checkpoint's own training data, else everything."""
     cfg = ckpt.get("config") or {}

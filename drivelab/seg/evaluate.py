@@ -218,13 +218,10 @@ def open_labelled(dataset: str | Path, schema: ClassSchema, ckpt: dict | None, s
                   limit: int | None) -> tuple[Reader, str]:
     """The dataset's labelled images of ``split`` with the class set of ``schema``, and the split's
     name ("all" for every image)."""
-    from drivelab.data import detect_format
+    from drivelab.seg.checkpoint import reader_options
     from drivelab.seg.semantic import open_reader
 
-    classes = None
-    if detect_format(dataset) == "cityscapes":  # a Cityscapes model keeps its class set (19/29/30)
-        classes = ((ckpt or {}).get("config") or {}).get("classes") or _cityscapes_classes(schema)
-    reader = open_reader(dataset, None, classes)
+    reader = open_reader(dataset, None, reader_options(ckpt, dataset, schema).get("classes"))
     if reader.schema.names != schema.names:
         raise DrivelabError(f"class mismatch: the predictions have {schema.num_classes} classes "
                             f"({schema.name}), the dataset has {reader.schema.num_classes} "
@@ -241,10 +238,6 @@ def open_labelled(dataset: str | Path, schema: ClassSchema, ckpt: dict | None, s
     if len(reader) == 0:
         raise DrivelabError("no labelled images to evaluate", dataset)
     return reader, split or "all"
-
-
-def _cityscapes_classes(schema: ClassSchema) -> str | None:
-    return {"cityscapes19": "19", "cityscapes29": "29", "cityscapes30": "30"}.get(schema.name)
 
 
 def _load_all(reader: Reader, indices: list[int], workers: int = 2) -> list[Sample]:

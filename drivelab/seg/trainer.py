@@ -58,12 +58,11 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
     """Single process, or one process of a torchrun launch (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and world > 1:
-            device = torch.device(f"cuda:{local_rank}")
+    from drivelab.device import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and (world > 1 or cfg.device == "auto"):
+        device = torch.device(f"cuda:{local_rank}")  # under torchrun: this process's GPU
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DrivelabError(f"device={cfg.device!r} but CUDA is not available")

@@ -12,8 +12,6 @@ import typer
 from drivelab import cliutil as cu
 from drivelab.errors import DrivelabError
 
-app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
-
 CODEC_HELP = ("Codec: lzma (challenge baseline), context (adaptive context mixing), prior (trained "
               "neighbourhood network, integer arithmetic), mix (prior network + context model mixed while "
               "coding), gpt (GPT prior).")
@@ -47,24 +45,16 @@ def _options(codec: str, model: Path | None, context: int, embed: bool, start: P
     return {}
 
 
-def _progress(total: int, description: str):
+def _progress(total: int, description: str, show: bool = True):
     """A rich progress bar on stderr; returns (context manager, advance callback)."""
     from rich.console import Console
     from rich.progress import Progress
 
-    bar = Progress(console=Console(stderr=True), transient=True)
+    bar = Progress(console=Console(stderr=True), transient=True, disable=not show)
     task = bar.add_task(description, total=total)
     return bar, lambda n: bar.advance(task, n)
 
 
-def _write_json(path: Path | None, obj: dict) -> None:
-    if path is not None:
-        from drivelab.io import write_json
-
-        write_json(path, obj)
-
-
-@app.command()
 def compress(
     src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="A .dlvq file (one .npy segment) or archive folder."),
@@ -73,25 +63,22 @@ def compress(
     start: Path | None = typer.Option(None, help=START_HELP),
     context: int = typer.Option(0, help=CONTEXT_HELP),
     stride: int = typer.Option(0, help=STRIDE_HELP),
-    batch: int = typer.Option(16, "--batch", help="gpt codec: segments coded together in one batch."),
-    device: str = typer.Option("auto", "--device", help="gpt codec: auto (cuda when available, else cpu), "
-                               "cuda or cpu."),
+    batch: int = cu.batch_option(16, "gpt codec: segments coded together in one batch."),
+    device: str = cu.device_option("gpt codec: auto (cuda when available, else cpu), cuda or cpu."),
     embed: bool = typer.Option(True, help="Store shared state (weights, starting state) in the output; "
                                "--no-embed leaves it out (decompress then needs --model FILE)."),
     solid: bool = typer.Option(False, help="Carry the model across segments (one chain per worker)."),
-    shard: str = typer.Option("0/1", help="Only segments i, i+n, ... of the sources (i/n), for SLURM arrays "
-                              "and other schedulers."),
-    workers: int = typer.Option(1, "--workers", help="Processes (solid: chains) coding segments in "
-                                "parallel."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write sizes and rates here as JSON."),
+    shard: str | None = cu.shard_option(),
+    workers: int = cu.workers_option(1, "Processes (solid: chains) coding segments in parallel."),
+    json_out: Path | None = cu.json_option("Write sizes and rates here as JSON ('-' for stdout)."),
     ray: str | None = cu.ray_option(),
     concurrency: int | None = cu.concurrency_option(),
+    progress: bool = cu.progress_option(),
 ) -> None:
     """Losslessly compress token segments into a .dlvq file or an archive folder."""
     from drivelab.io import write_bytes
     from drivelab.vq import api
     from drivelab.vq.archive import compress_to_folder, prepare_options
-    from drivelab.vq.submission import parse_shard
     from drivelab.vq.tokens import SUFFIX, read_all
 
     opts = _options(codec, model, context, embed, start, stride, device, batch)
@@ -101,35 +88,33 @@ def compress(
         data = api.compress(seg, codec, inline=embed, **prepare_options(codec, single))
         write_bytes(out, data)
         rate = seg.tokens.size * 1.25 / len(data)
-        _write_json(json_out, {"segments": 1, "bytes": len(data), "tokens": int(seg.tokens.size),
+        cu.write_json_output(json_out, {"segments": 1, "bytes": len(data), "tokens": int(seg.tokens.size),
                                "rate": rate})
-        typer.echo(f"{src[0]} -> {out}: {len(seg.raw)} -> {len(data)} bytes, rate {rate:.3f}")
+        cu.result(f"{src[0]} -> {out}: {len(seg.raw)} -> {len(data)} bytes, rate {rate:.3f}")
         return
-    i, n = parse_shard(shard)
-    segs = [s for k, s in enumerate(read_all(src)) if k % n == i]
+    from drivelab.cluster import take_shard
+
+    segs = take_shard(read_all(src), shard)
     if not segs:
         raise DrivelabError(f"no segments in shard {shard}")
-    bar, advance = _progress(len(segs), "compress")
+    bar, advance = _progress(len(segs), "compress", progress)
     with bar:
         w = compress_to_folder(segs, out, codec, workers, solid, embed, opts, advance,
                                ray=cu.ray_options(ray, concurrency))
     rate = w.tokens * 1.25 / max(w.bytes, 1)
-    _write_json(json_out, {"segments": w.segments, "bytes": w.bytes, "tokens": w.tokens, "rate": rate,
-                           "sizes": w.sizes})
-    typer.echo(f"{w.segments} segments -> {out}: {w.bytes} bytes, rate {rate:.3f}")
+    cu.write_json_output(json_out, {"segments": w.segments, "bytes": w.bytes, "tokens": w.tokens,
+                                    "rate": rate, "sizes": w.sizes})
+    cu.result(f"{w.segments} segments -> {out}: {w.bytes} bytes, rate {rate:.3f}")
 
 
-@app.command()
 def decompress(
     src: list[Path] = typer.Argument(..., help="Archive folders and/or .dlvq files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the restored .npy segments."),
     model: list[Path] = typer.Option([], help="Shared state left out with --no-embed (weights, starting "
                                      "state; gpt: the weights file the archive names); checked by SHA-256. "
                                      "Repeatable."),
-    device: str = typer.Option("auto", "--device", help="gpt codec: auto (where it was coded), cuda or "
-                               "cpu."),
-    workers: int = typer.Option(1, "--workers", help="Processes (independent segments or solid chains in "
-                                "parallel)."),
+    device: str = cu.device_option("gpt codec: auto (where it was coded), cuda or cpu."),
+    workers: int = cu.workers_option(1, "Processes (independent segments or solid chains in parallel)."),
     ray: str | None = cu.ray_option(),
     concurrency: int | None = cu.concurrency_option(),
 ) -> None:
@@ -137,20 +122,18 @@ def decompress(
     from drivelab.vq.archive import decompress_many
 
     names = decompress_many(src, out, workers, model, device=device, ray=cu.ray_options(ray, concurrency))
-    typer.echo(f"restored {len(names)} segment(s) into {out}")
+    cu.result(f"restored {len(names)} segment(s) into {out}")
 
 
-@app.command()
 def info(src: Path = typer.Argument(..., help="A .dlvq file.")) -> None:
     """Print a compressed file's header."""
     from drivelab.vq import api
 
     if not src.is_file():
         raise DrivelabError("file not found", src)
-    typer.echo(api.describe(src.read_bytes(), src))
+    cu.result(api.describe(src.read_bytes(), src))
 
 
-@app.command()
 def submission(
     src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
     out: Path = typer.Option(Path("submission.zip"), "--out", "-o", help="The zip to write."),
@@ -159,44 +142,51 @@ def submission(
     start: Path | None = typer.Option(None, help=START_HELP),
     context: int = typer.Option(0, help=CONTEXT_HELP),
     solid: bool = typer.Option(False, help="Carry the model across segments (one chain per worker)."),
-    workers: int = typer.Option(1, help="Processes (solid: chains) coding segments in parallel."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write sizes and the rate here as JSON."),
+    workers: int = cu.workers_option(1, "Processes (solid: chains) coding segments in parallel."),
+    json_out: Path | None = cu.json_option("Write sizes and the rate here as JSON ('-' for stdout)."),
     ray: str | None = cu.ray_option(),
     concurrency: int | None = cu.concurrency_option(),
+    progress: bool = cu.progress_option(),
 ) -> None:
     """Write the zip comma's compression-challenge evaluator expects (archive + decompress.py + decoder)."""
     from drivelab.vq.submission import write_submission
     from drivelab.vq.tokens import read_all
 
     segs = read_all(src)
-    bar, advance = _progress(len(segs), "compress")
+    bar, advance = _progress(len(segs), "compress", progress)
     with bar:
         w = write_submission(out, segs, codec, workers, solid, _options(codec, model, context, True, start),
                              advance, ray=cu.ray_options(ray, concurrency))
     rate = w.tokens * 1.25 / w.bytes
-    _write_json(json_out, {"segments": w.segments, "zip_bytes": w.bytes, "tokens": w.tokens, "rate": rate})
-    typer.echo(f"{out}: {w.segments} segments, {w.bytes} bytes, rate {rate:.3f}")
+    cu.write_json_output(json_out, {"segments": w.segments, "zip_bytes": w.bytes, "tokens": w.tokens,
+                                    "rate": rate})
+    cu.result(f"{out}: {w.segments} segments, {w.bytes} bytes, rate {rate:.3f}")
 
 
-@app.command()
 def evaluate(
     zip_path: Path = typer.Argument(..., help="submission.zip"),
     src: list[Path] = typer.Argument(..., help="The original segments: .npy files, folders, tar shards."),
-    workers: int = typer.Option(1, help="WORKERS for decompress.py."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the result here as JSON."),
+    workers: int = cu.workers_option(1, "WORKERS for decompress.py."),
+    json_out: Path | None = cu.json_option("Write the result here as JSON ('-' for stdout)."),
+    ray: str | None = cu.ray_option(),
+    concurrency: int | None = cu.concurrency_option(),
+    work_dir: Path | None = typer.Option(None, help="Where to unzip and build the fresh venv (with --ray "
+                                         "across machines: a folder every node sees)."),
 ) -> None:
-    """comma's evaluate.sh in a fresh venv: unzip, OUTPUT_DIR=... python decompress.py, compare, rate."""
+    """comma's evaluate.sh in a fresh venv: unzip, OUTPUT_DIR=... python decompress.py, compare, rate.
+
+    With --ray, decompress.py runs as one Ray task per shard (SHARD=i/n, as the script reads it)."""
     import sys
 
     from drivelab.vq.submission import evaluate as run
 
-    r = run(zip_path, src, workers, log=lambda msg: print(msg, file=sys.stderr))
-    _write_json(json_out, r)
-    typer.echo(f"{r['segments']} segments restored exactly in a fresh venv; {r['zip_bytes']} bytes; "
+    r = run(zip_path, src, workers, log=lambda msg: print(msg, file=sys.stderr),
+            ray=cu.ray_options(ray, concurrency), work_dir=work_dir)
+    cu.write_json_output(json_out, r)
+    cu.result(f"{r['segments']} segments restored exactly in a fresh venv; {r['zip_bytes']} bytes; "
                f"rate {r['rate']:.4f}")
 
 
-@app.command("train-context")
 def train_context_cmd(
     src: list[Path] = typer.Argument(..., help=SOURCES_HELP),
     out: Path = typer.Option(Path("context_start.dlcs"), "--out", "-o", help="Starting state to write."),
@@ -223,18 +213,17 @@ def train_context_cmd(
         raise DrivelabError("no frames to learn from")
     blob, bits = train_state(segs, net)
     write_bytes(out, blob)
-    typer.echo(f"{out}: {len(blob)} bytes, learnt on {sum(len(s) for s in segs)} frames "
+    cu.result(f"{out}: {len(blob)} bytes, learnt on {sum(len(s) for s in segs)} frames "
                f"({bits:.3f} bits/token while learning)")
 
 
-@app.command()
 def train(
     tokens_dir: Path = typer.Argument(..., help="Token segments (.npy file, folder, or .tar shard)."),
     out: Path = typer.Option(Path("vq_gpt.pt"), "--out", "-o", help="Checkpoint to write (fp16)."),
     frames: int = typer.Option(1, help="Frames per window (1: earlier frames come in as conditioning only)."),
     layers: int = typer.Option(2, help="Transformer layers."),
     heads: int = typer.Option(2, help="Attention heads."),
-    width: int = typer.Option(64, help="Embedding width."),
+    width: int = typer.Option(64, "--embed-width", help="Embedding width."),
     token_dim: int = typer.Option(16, help="Width of the one token table shared by input, conditioning and "
                                   "output (0: GPT-2's separate wte / lm_head)."),
     cond: bool = typer.Option(True, help="Condition every position on the previous frames' neighbourhood "
@@ -243,20 +232,19 @@ def train(
     weight_decay: float = typer.Option(0.5, help="AdamW weight decay (matrices only)."),
     cond_drop: float = typer.Option(0.3, help="Share of conditioning tokens hidden while training."),
     steps: int = typer.Option(2000, help="Most optimiser steps (early stopping may end sooner)."),
-    batch: int = typer.Option(8, "--batch", help="Windows per step."),
+    batch: int = cu.batch_option(8, "Windows per step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (warm-up, cosine decay)."),
     val_frac: float = typer.Option(0.1, help="Last share of each segment's frames held out."),
     eval_every: int = typer.Option(250, help="Steps between held-out evaluations."),
     patience: int = typer.Option(4, help="Evaluations without improvement before stopping."),
     train_frames: str = typer.Option("", help="Use only frames a:b of every segment (e.g. 0:450)."),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cuda or cpu."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the training report here."),
+    device: str = cu.device_option("auto (cuda when available, else cpu), cuda or cpu."),
+    json_out: Path | None = cu.json_option("Write the training report here ('-' for stdout)."),
 ) -> None:
     """Train the token GPT world model; the best held-out weights are kept (early stopping)."""
     from rich.console import Console
 
-    from drivelab.io import write_json
     from drivelab.vq.codecs.gpt import resolve_device
     from drivelab.vq.gpt import GPTConfig
     from drivelab.vq.tokens import iter_segments
@@ -287,13 +275,12 @@ def train(
     model, report = run(tr, va, cfg, tc, log=log, device=dev)
     report["parameters"] = model.num_params()
     save_checkpoint(out, model, report)
-    if json_out is not None:
-        write_json(json_out, {"checkpoint": str(out), "config": cfg.to_dict(), **report})
+    cu.write_json_output(json_out, {"checkpoint": str(out), "config": cfg.to_dict(), **report})
     held = report["val_bits_per_token"]
     held_s = "no held-out frames"
     if held is not None:
         held_s = f"held-out {held:.3f} bits/token at step {report['best_step']}"
-    typer.echo(f"{out}: {report['parameters']} parameters, {held_s}")
+    cu.result(f"{out}: {report['parameters']} parameters, {held_s}")
 
 
 def _frame_slice(spec: str) -> slice:
@@ -304,18 +291,17 @@ def _frame_slice(spec: str) -> slice:
     return slice(a, b)
 
 
-@app.command()
 def score(
     model: Path = typer.Argument(..., help="A `drivelab vq train` checkpoint or comma's gpt2m files."),
     tokens: Path = typer.Argument(..., help="Token segments (.npy file, folder, or .tar shard)."),
     frames: str = typer.Option("", help="Score only frames a:b of every segment (they are all its context)."),
     context: int = typer.Option(0, help=CONTEXT_HELP),
     stride: int = typer.Option(0, help=STRIDE_HELP),
-    device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cuda or cpu."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the per-segment scores here."),
+    device: str = cu.device_option("auto (cuda when available, else cpu), cuda or cpu."),
+    json_out: Path | None = cu.json_option("Write the per-segment scores here ('-' for stdout)."),
 ) -> None:
     """Bits per token the gpt codec would spend on TOKENS with MODEL (held-out score)."""
-    from drivelab.io import write_json
+
     from drivelab.vq.codecs.gpt import load_weights, resolve_device, window_of
     from drivelab.vq.score import score as run
     from drivelab.vq.tokens import iter_segments
@@ -331,19 +317,18 @@ def score(
         rows.append({"segment": seg.name, **run(net, x, window, stride, dev)})
     n = sum(r["tokens"] for r in rows)
     bits = sum(r["bits_per_token"] * r["tokens"] for r in rows) / n
-    if json_out is not None:
-        write_json(json_out, {"model": str(model), "tokens": str(tokens), "frames": frames or "all",
-                              "bits_per_token": bits, "window": window, "stride": stride, "segments": rows})
-    typer.echo(f"{model} on {tokens}{' frames ' + frames if frames else ''}: {bits:.4f} bits/token "
+    cu.write_json_output(json_out, {"model": str(model), "tokens": str(tokens), "frames": frames or "all",
+                                    "bits_per_token": bits, "window": window, "stride": stride,
+                                    "segments": rows})
+    cu.result(f"{model} on {tokens}{' frames ' + frames if frames else ''}: {bits:.4f} bits/token "
                f"over {len(rows)} segment(s), {n} tokens (window {window}, stride {stride})")
 
 
-@app.command("train-prior")
 def train_prior_cmd(
     tokens_dir: Path = typer.Argument(..., help="Token segments (.npy file, folder, or .tar shard)."),
     out: Path = typer.Option(Path("vq_prior.pt"), "--out", "-o", help="Checkpoint to write (fp16)."),
     steps: int = typer.Option(5000, help="Optimiser steps (batch 512 tokens)."),
-    width: int = typer.Option(16, help="Token embedding width."),
+    width: int = typer.Option(16, "--embed-width", help="Token embedding width."),
     hidden: int = typer.Option(64, help="MLP width."),
     lr: float = typer.Option(2e-3, help="AdamW learning rate."),
     val_frac: float = typer.Option(0.1, help="Fraction of frames (at the end) that picks the best weights."),
@@ -373,10 +358,9 @@ def train_prior_cmd(
     bar.close()
     save_prior(out, model, {"val_bits_per_token": bits})
     n = sum(p.numel() for p in model.parameters())
-    typer.echo(f"{out}: {n} parameters, validation {bits:.3f} bits/token")
+    cu.result(f"{out}: {n} parameters, validation {bits:.3f} bits/token")
 
 
-@app.command()
 def imagine(
     segment: Path = typer.Argument(..., help="Token segment to continue (.npy)."),
     model: Path = typer.Option(..., help="A `drivelab vq train` checkpoint or comma's gpt2m files."),
@@ -386,14 +370,14 @@ def imagine(
     ),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cuda or cpu."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the repeat rates here."),
+    device: str = cu.device_option("auto (cuda when available, else cpu), cuda or cpu."),
+    json_out: Path | None = cu.json_option("Write the repeat rates here ('-' for stdout)."),
 ) -> None:
     """Roll out K future frames; report how often they repeat the previous frame's tokens, and the real rate.
 
     The rate is the share of positions whose token equals the one at the same position in the
     previous frame; the real segment's rate is printed beside it."""
-    from drivelab.io import write_bytes, write_json
+    from drivelab.io import write_bytes
     from drivelab.vq.codecs.gpt import load_weights, resolve_device
     from drivelab.vq.tokens import npy_bytes, read_segment
     from drivelab.vq.train import imagine as run
@@ -407,10 +391,22 @@ def imagine(
     future = run(net, seg.flat, frames, temperature, seed, dev)
     write_bytes(out, npy_bytes(future.reshape(-1, 8, 16)))
     gen, real = repeat_rate(future, seg.flat), repeat_rate(seg.flat)
-    if json_out is not None:
-        write_json(json_out, {"frames": frames, "temperature": temperature, "seed": seed,
-                              "repeat_rate_imagined": gen, "repeat_rate_real": real,
-                              "points_apart": 100 * abs(gen - real)})
-    typer.echo(f"{out}: {frames} imagined frames; they repeat the previous frame's token at "
+    cu.write_json_output(json_out, {"frames": frames, "temperature": temperature, "seed": seed,
+                                    "repeat_rate_imagined": gen, "repeat_rate_real": real,
+                                    "points_apart": 100 * abs(gen - real)})
+    cu.result(f"{out}: {frames} imagined frames; they repeat the previous frame's token at "
                f"{100 * gen:.1f}% of positions, the real segment at {100 * real:.1f}% "
                f"({100 * abs(gen - real):.1f} points apart)")
+
+
+COMMANDS = {"compress": compress, "decompress": decompress, "info": info, "submission": submission,
+            "evaluate": evaluate, "train": train, "score": score, "imagine": imagine,
+            "train-context": train_context_cmd, "train-prior": train_prior_cmd}
+
+app = typer.Typer(help="commaVQ world-model tokens: read, compress, train, imagine.", no_args_is_help=True)
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_fn)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="vq", rich_help_panel=cu.VQ)

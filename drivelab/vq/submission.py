@@ -63,8 +63,7 @@ CORE_SOURCES = (
 )
 # what else each codec's decoder imports comes from its module's SOURCES (each file counts against
 # the rate); this is the fallback for a codec module that does not say
-DEFAULT_SOURCES = {"gpt": ("drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py",
-                           "drivelab/vq/codecs/weights.py")}
+DEFAULT_SOURCES = {"gpt": ("drivelab/device.py", "drivelab/vq/gpt.py", "drivelab/vq/codecs/gpt.py")}
 # what the shipped core (tokens, container, archive, drivelab.io's atomic writes) imports
 CORE_REQUIREMENTS = ("numpy",)
 # distributions a requirement brings whose version must be pinned with it
@@ -123,16 +122,6 @@ if __name__ == "__main__":
 '''
 
 
-def parse_shard(shard: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in shard.split("/"))
-    except ValueError:
-        raise DrivelabError(f"--shard must look like i/n, got {shard!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise DrivelabError(f"--shard {shard}: need 0 <= i < n")
-    return i, n
-
-
 def pins(used: Iterable[str]) -> dict[str, str]:
     """Exact installed versions of the distributions the decoders of ``used`` codecs import."""
     dists: list[str] = list(CORE_REQUIREMENTS)
@@ -182,15 +171,33 @@ def _fresh_python(folder: Path) -> Path:
     return folder / "bin" / "python"
 
 
+def _run_decompress(shard: str, python: str, script: str, cwd: str, output_dir: str,
+                    workers: int) -> tuple[int, str]:
+    """One ``decompress.py`` process as the evaluator runs it (``SHARD=i/n``); (return code, last
+    line of its output)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(OUTPUT_DIR=output_dir, WORKERS=str(workers), SHARD=shard)
+    proc = subprocess.run([python, script], cwd=cwd, env=env, capture_output=True, text=True)
+    tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["?"]
+    return proc.returncode, tail[0]
+
+
 def evaluate(zip_path: str | Path, sources: Iterable[str | Path], workers: int = 1,
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, ray: Any = None,
+             work_dir: str | Path | None = None) -> dict[str, Any]:
     """comma's evaluate.sh in a fresh venv: unzip, run decompress.py with OUTPUT_DIR = the unzip
-    folder from another working directory, compare every segment exactly, compute the rate."""
+    folder from another working directory, compare every segment exactly, compute the rate.
+
+    ``ray`` (a ``drivelab.cluster.RayOptions``): the same decompress.py run as Ray tasks, one per
+    shard (``SHARD=i/n``, which the script reads to split the work across machines). Shard 0 runs
+    first and alone: it installs the pinned decoder packages into the submission's ``.deps`` as
+    the single run would; the other shards then find them. Across machines ``work_dir`` must be a
+    folder every node sees (a shared filesystem); the default is a temporary folder here."""
     zip_path = Path(zip_path)
     if not zipfile.is_zipfile(zip_path):
         raise DrivelabError("not a zip file", zip_path)
     originals = read_all(sources)
-    with tempfile.TemporaryDirectory(prefix="dlvq-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dlvq-eval-", dir=work_dir) as tmp:
         unpacked = Path(tmp) / "compression_challenge_submission_decompressed"
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(unpacked)
@@ -199,15 +206,22 @@ def evaluate(zip_path: str | Path, sources: Iterable[str | Path], workers: int =
         if log:
             log("creating a fresh virtual environment")
         python = _fresh_python(Path(tmp) / "venv")
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-        env.update(OUTPUT_DIR=str(unpacked), WORKERS=str(workers))
+        args = (str(python), str(unpacked / "decompress.py"), tmp, str(unpacked), workers)
         if log:
-            log("running decompress.py")
-        proc = subprocess.run([str(python), str(unpacked / "decompress.py")], cwd=tmp, env=env,
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["?"]
-            raise DrivelabError(f"decompress.py failed in a fresh venv: {tail[0]}", zip_path)
+            log("running decompress.py" + (" on Ray, one task per shard" if ray is not None else ""))
+        if ray is None:
+            outcomes = [_run_decompress("0/1", *args)]
+        else:
+            from drivelab.cluster import connect, map_items, shard_count
+
+            n = shard_count(connect(ray), ray, len(originals))
+            outcomes = [_run_decompress(f"0/{n}", *args)]
+            if outcomes[0][0] == 0 and n > 1:
+                outcomes += map_items(_run_decompress, [f"{i}/{n}" for i in range(1, n)], ray, args=args,
+                                      progress=False, desc="decompress.py")
+        for rc, tail in outcomes:
+            if rc != 0:
+                raise DrivelabError(f"decompress.py failed in a fresh venv: {tail}", zip_path)
         tokens = 0
         for seg in originals:
             restored = unpacked / seg.name

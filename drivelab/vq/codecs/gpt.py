@@ -90,22 +90,23 @@ class Runtime:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """``auto``/``cpu``/``cuda`` -> "cpu" or "cuda" (drivelab's one device rule). The device type is
+    part of an archive's identity (decoding must run where coding did), so one GPU is addressed as
+    "cuda" and CUDA_VISIBLE_DEVICES picks which."""
+    from drivelab.device import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise DrivelabError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DrivelabError("--device cuda, but torch sees no CUDA GPU here")
-    return device
+    dev = resolve(device)
+    if dev.index not in (None, 0):
+        raise DrivelabError(f"--device {device}: the gpt codec runs on 'cuda' (pick the GPU with "
+                            "CUDA_VISIBLE_DEVICES)")
+    return dev.type
 
 
 def runtime(device: str, dtype: str | None = None) -> Runtime:
     import torch
 
     device = resolve_device(device)
-    dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
+    dtype = dtype or ("bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32")
     if dtype not in ("float32", "bfloat16"):
         raise DrivelabError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     if device == "cuda":
