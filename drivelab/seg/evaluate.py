@@ -384,7 +384,7 @@ def evaluate_predictions(folder: str | Path, dataset: str | Path, out_dir: str |
     from tqdm import tqdm
 
     from drivelab.data import open_dataset
-    from drivelab.seg.checkpoint import dataset_name
+    from drivelab.seg.checkpoint import output_dir
 
     folder = Path(folder)
     info = _prediction_info(folder)
@@ -421,7 +421,7 @@ def evaluate_predictions(folder: str | Path, dataset: str | Path, out_dir: str |
             bar.update(len(image_scores))
     summary = acc.summary(has_logits=False)
     summary.update({"split": split, "predictions": str(root), "pred_ids": ids, "dataset": str(dataset)})
-    out = Path(out_dir) if out_dir is not None else folder / "eval" / dataset_name(dataset)
+    out = Path(out_dir) if out_dir is not None else output_dir(folder, "eval", dataset)  # its own run
     acc.write(out, summary)
     summary["out_dir"] = str(out)
     return summary

@@ -244,3 +244,21 @@ def test_mask_candidates_keep_an_occluded_object_its_own_anchors():
     assert small.any() and torch.equal(small, on_small & by_mask.fg)
     big = by_mask.fg & (by_mask.gt_index == 0)
     assert not (big & on_small).any()
+
+
+def test_the_engine_embeds_a_protoseg_checkpoint(trained_run, tote_sets, tmp_path) -> None:
+    """``drivelab embed`` on an instance checkpoint of the default model: pooled backbone features,
+    one row per image with detection counts, the table the map and select read."""
+    import pandas as pd
+
+    from drivelab.engine.embed import embed
+    from drivelab.engine.table import load_table
+
+    train, _ = tote_sets
+    table = embed(trained_run / "last.pt", train, tmp_path / "emb", batch=2, device="cpu", progress=False)
+    t = load_table(table)
+    df = pd.read_parquet(table)
+    assert len(df) == 4 and t.features.shape[0] == 4 and t.features.shape[1] > 32
+    assert np.isfinite(np.asarray(t.features)).all()
+    assert (df["instances"] > 0).all() and (df["pred_instances"] >= 0).all()
+    assert t.meta["task"] == "instance"
