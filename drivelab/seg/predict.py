@@ -358,13 +358,10 @@ def predict(source: str | Path | dict | Any, inputs: Inputs, out: str | Path,
     if isinstance(source, Predictor) or (isinstance(source, (str, Path)) and Path(source).suffix == ".onnx"):
         return predict_semantic(source, inputs, out, opts)
     ckpt = read_checkpoint(source)
-    entry = for_checkpoint(ckpt)
-    if entry.name == "semantic":
-        return predict_semantic(ckpt, inputs, out, opts)
-    # Another task gets only what the user changed; what it does not take is an error there.
+    # The task's predictor gets what the user changed; what it does not take is an error there.
     defaults = asdict(PredictOptions())
     changed = {k: v for k, v in asdict(opts).items() if v != defaults[k] and k != "progress"}
-    return entry.run_predict(ckpt, inputs, out, progress=opts.progress, **changed)
+    return for_checkpoint(ckpt).run_predict(ckpt, inputs, out, progress=opts.progress, **changed)
 
 
 def predict_semantic(source: str | Path | dict | Any, inputs: Inputs, out: str | Path,
