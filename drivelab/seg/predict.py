@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -359,8 +359,10 @@ def predict(source: str | Path | dict | Any, inputs: Inputs, out: str | Path,
         return predict_semantic(source, inputs, out, opts)
     ckpt = read_checkpoint(source)
     # The task's predictor gets what the user changed; what it does not take is an error there.
-    defaults = asdict(PredictOptions())
-    changed = {k: v for k, v in asdict(opts).items() if v != defaults[k] and k != "progress"}
+    # (fields, not asdict: asdict would turn a RayOptions value into a dict)
+    defaults = PredictOptions()
+    changed = {f.name: getattr(opts, f.name) for f in fields(opts)
+               if getattr(opts, f.name) != getattr(defaults, f.name) and f.name != "progress"}
     return for_checkpoint(ckpt).run_predict(ckpt, inputs, out, progress=opts.progress, **changed)
 
 
