@@ -19,6 +19,7 @@ and all have a model loss), then prints:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import shutil
@@ -105,6 +106,7 @@ def measure_sizes(work: Path, sizes: list[int]) -> None:
         t_reader, c_reader = time.perf_counter() - t0, time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
         app = create_app(root, table=work / f"set{n}.parquet")
+        gc.freeze()  # what the `drivelab label` server does after start-up (label/cli.py)
         c = TestClient(app, base_url="http://127.0.0.1:8765")
         first = c.get("/api/images", params={"sort": "loss"})
         t_open, c_open = time.perf_counter() - t0, time.process_time() - c0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from drivelab.data.sample import Instances, Item, Reader, Sample
@@ -50,7 +53,22 @@ def open_dataset(root: str | Path, format: str | None = None, **options) -> Read
     format = format or detect_format(root)
     if format not in readers:
         raise DrivelabError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
-    return readers[format](root, **options)
+    with gc_paused():
+        return readers[format](root, **options)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while an index is built: a 100k-image layout
+    allocates a few hundred thousand paths and items and no cycles, and each full collection the
+    allocations trigger rescans the whole heap (half of the time spent opening 100k images)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 __all__ = ["FORMATS", "Instances", "Item", "Reader", "Sample", "detect_format", "open_dataset"]

@@ -76,9 +76,12 @@ def create_app(
         check_name(name, "users")
         check_token(tok, repr(name))
     access = Access(local_user=local, tokens=tokens, allow_hosts=set(allow_hosts))
-    state = LabelState(dataset_root, access=access, model=model, table=table, format=format,
-                       reader_options=reader_options, max_upload=max_upload, device=device,
-                       store_timeout=store_timeout, findings=list(findings), sam=sam, score=score)
+    from drivelab.data import gc_paused
+
+    with gc_paused():  # the image index: many small objects, no cycles (see gc_paused)
+        state = LabelState(dataset_root, access=access, model=model, table=table, format=format,
+                           reader_options=reader_options, max_upload=max_upload, device=device,
+                           store_timeout=store_timeout, findings=list(findings), sam=sam, score=score)
 
     app = FastAPI(title="drivelab label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.label = state
