@@ -456,19 +456,7 @@ class InstanceIO:
 
     def history(self, item: Item) -> list[dict]:
         """Stored versions, newest first (the current one and every kept snapshot)."""
-        events = {e["version"]: e for e in self.store.events(item.name) if e["kind"] in ("save", "restore")}
-        current = self.store.version(item.name)
-        e = events.get(current, {})
-        out = [{"version": current, "current": True, "user": e.get("user"), "time": e.get("time"),
-                "kind": e.get("kind", "original")}]
-        for v in reversed(self.versions.versions(item.name)):
-            snap = self.versions.manifest(item.name, v) if v < current else None
-            if snap is None or snap.get(PRIMARY, {}).get("copy") is None:
-                continue
-            e = events.get(v, {})
-            out.append({"version": v, "current": False, "user": e.get("user"), "time": e.get("time"),
-                        "kind": e.get("kind", "original")})
-        return out
+        return self.versions.history_rows(item.name)
 
 
 def _check_polygons(polygons: Any, what: str, name: str) -> list[list[float]]:

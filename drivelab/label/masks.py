@@ -309,22 +309,7 @@ class MaskIO:
     # -- history -----------------------------------------------------------------------------
     def history(self, item: Item) -> list[dict]:
         """Stored versions, newest first: the current file plus every kept previous file."""
-        events = {e["version"]: e for e in self.store.events(item.name) if e["kind"] in ("save", "restore")}
-        current = self.store.version(item.name)
-        out = []
-        if self.mask_path(item).exists():
-            e = events.get(current, {})
-            out.append({"version": current, "current": True, "user": e.get("user"),
-                        "time": e.get("time"), "kind": e.get("kind", "original")})
-        for v in reversed(self.versions.versions(item.name)):
-            # A snapshot of the current version (or newer) belongs to a save that has not committed.
-            snap = self.versions.manifest(item.name, v) if v < current else None
-            if snap is None or snap.get(PRIMARY, {}).get("copy") is None:
-                continue
-            e = events.get(v, {})
-            out.append({"version": v, "current": False, "user": e.get("user"), "time": e.get("time"),
-                        "kind": e.get("kind", "original")})
-        return out
+        return self.versions.history_rows(item.name, self.mask_path(item).exists())
 
     def load_version(self, item: Item, version: int) -> np.ndarray:
         current = self.store.version(item.name)

@@ -142,6 +142,26 @@ class VersionedFiles:
         self.store = store
         self.history_root = self.root / HISTORY
 
+    def history_rows(self, name: str, current_exists: bool = True) -> list[dict]:
+        """An item's stored versions, newest first, for the history panel: the current one (when
+        its file exists) and every kept snapshot, with the user, time and kind of the save behind
+        each."""
+        events = {e["version"]: e for e in self.store.events(name) if e["kind"] in ("save", "restore")}
+        current = self.store.version(name)
+
+        def row(v: int, is_current: bool) -> dict:
+            e = events.get(v, {})
+            return {"version": v, "current": is_current, "user": e.get("user"), "time": e.get("time"),
+                    "kind": e.get("kind", "original")}
+
+        out = [row(current, True)] if current_exists else []
+        for v in reversed(self.versions(name)):
+            # A snapshot of the current version (or newer) belongs to a save that has not committed.
+            snap = self.manifest(name, v) if v < current else None
+            if snap is not None and snap.get(PRIMARY, {}).get("copy") is not None:
+                out.append(row(v, False))
+        return out
+
     # -- layout ------------------------------------------------------------------------------
     def history_dir(self, name: str) -> Path:
         return self.history_root / name

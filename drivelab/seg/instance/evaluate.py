@@ -47,13 +47,14 @@ def predict_reader(
     ``on_image(item, image, prediction)`` is called per image (for drawings)."""
     from tqdm import tqdm
 
-    from drivelab.seg.instance.infer import batched, predict_images, to_coco_results
+    from drivelab.seg.instance.infer import predict_images, to_coco_results
+    from drivelab.seg.pipeline import batches
 
     results: list[dict] = []
     with tqdm(
         total=len(reader), desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True
     ) as bar:
-        for items in batched(reader.items, max(1, int(batch_size))):
+        for items in batches(reader.items, max(1, int(batch_size))):
             images = [reader.load_image(it) for it in items]
             for it, im, pred in zip(items, images, predict_images(model, images, device), strict=True):
                 results += to_coco_results(pred, it.meta["image_id"], category_ids)

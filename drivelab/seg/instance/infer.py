@@ -6,7 +6,6 @@ three see exactly the same predictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,17 +92,6 @@ def predict_images(
             )
         )
     return preds
-
-
-def batched(it: Iterable, n: int) -> Iterator[list]:
-    batch: list = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def encode_masks(masks: np.ndarray) -> list[dict]:

@@ -68,7 +68,8 @@ def predict_instances(
 
     from drivelab.io import read_rgb, write_image, write_json, write_png, write_table
     from drivelab.seg.inputs import resolve_inputs
-    from drivelab.seg.instance.infer import batched, predict_images, to_coco_results
+    from drivelab.seg.instance.infer import predict_images, to_coco_results
+    from drivelab.seg.pipeline import batches
 
     score_thresh = 0.5 if score_thresh is None else float(score_thresh)
     images, videos = resolve_inputs(inputs)
@@ -90,7 +91,7 @@ def predict_instances(
     rows: list[dict] = []
     t0 = time.perf_counter()
     with tqdm(total=len(images), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for batch in batched(images, max(1, int(batch_size))):
+        for batch in batches(images, max(1, int(batch_size))):
             loaded = []
             for path, name in batch:
                 try:
