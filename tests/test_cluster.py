@@ -161,7 +161,10 @@ def test_vq_evaluate_on_ray_runs_decompress_py_per_shard(local_ray, commavq_toke
         (src / f"s{i}.npy").write_bytes(npy_bytes(real_tokens[i * 10:(i + 1) * 10]))
     segs = [parse_npy((src / f"s{i}.npy").read_bytes(), f"s{i}.npy") for i in range(4)]
     zpath = tmp_path / "submission.zip"
-    write_submission(zpath, segs, "lzma", workers=1, solid=False, options={})
+    write_submission(zpath, segs, "context", workers=1, solid=False, options={})
+    on_ray = tmp_path / "submission-ray.zip"
+    write_submission(on_ray, segs, "context", workers=1, solid=False, options={}, ray=local_ray)
+    assert on_ray.read_bytes() == zpath.read_bytes()  # the segments coded on Ray: the same zip
     assert "decompress.py" in zipfile.ZipFile(zpath).namelist()
     logs: list[str] = []
     remote = evaluate(zpath, [src], ray=local_ray, log=logs.append)

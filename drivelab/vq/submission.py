@@ -151,18 +151,27 @@ def write_submission(out: str | Path, segments: list[Segment], codec: str, worke
     out = Path(out)
     with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         # payloads are entropy coded already; only the Python sources deflate
-        writer = ArchiveWriter(lambda rel, data: zf.writestr(f"{DATA}/{rel}", data), codec)
+        writer = ArchiveWriter(lambda rel, data: zf.writestr(_entry(f"{DATA}/{rel}"), data), codec)
         for coded, blobs in encode_segments(segments, codec, workers, solid, options, ray):
             writer.add(coded, blobs)
             if progress:
                 progress(len(coded))
         written = writer.close()
-        zf.writestr("decompress.py", decompress_script([codec]), compress_type=zipfile.ZIP_DEFLATED,
+        zf.writestr(_entry("decompress.py"), decompress_script([codec]), compress_type=zipfile.ZIP_DEFLATED,
                     compresslevel=9)
         for rel in dict.fromkeys((*CORE_SOURCES, *codecs.sources(codec, DEFAULT_SOURCES.get(codec, ())))):
-            zf.write(root / rel, rel, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+            zf.writestr(_entry(rel), (root / rel).read_bytes(), compress_type=zipfile.ZIP_DEFLATED,
+                        compresslevel=9)
     written.bytes = out.stat().st_size
     return written
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed date and mode: the same segments and sources give the same zip
+    bytes, wherever and whenever they are written (here or on Ray)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def _fresh_python(folder: Path) -> Path:
