@@ -85,6 +85,27 @@ def test_predict_and_evaluate_on_ray_equal_the_local_run(tiny_run, local_ray, tm
     assert np.isclose(c["miou"], a["miou"], atol=1e-12)
 
 
+def test_predict_videos_on_ray_equal_the_local_run(tiny_run, local_ray, driving_video,
+                                                   tmp_path: Path) -> None:
+    from drivelab.seg.predict import predict
+
+    run, _ = tiny_run
+    (tmp_path / "clips").mkdir()
+    for name in ("a.mp4", "b.mp4"):  # two videos: two Ray tasks
+        (tmp_path / "clips" / name).symlink_to(driving_video)
+    kw = {"max_frames": 6, "side_by_side": True, "device": "cpu", "progress": False}
+    local = predict(run, tmp_path / "clips", tmp_path / "local", **kw)
+    remote = predict(run, tmp_path / "clips", tmp_path / "ray", ray=local_ray, **kw)
+    assert (local.videos, local.frames) == (remote.videos, remote.frames) == (2, 12)
+    files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*")
+                                     if p.is_file())
+    for rel in files:  # per-frame tables are the same numbers; the videos decode to the same frames
+        if rel.suffix == ".csv":
+            pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / rel),
+                                          pd.read_csv(tmp_path / "ray" / rel))
+
+
 def test_embed_and_audit_on_ray_equal_the_local_run(tiny_run, local_ray, tmp_path: Path) -> None:
     from drivelab.engine.audit import audit
     from drivelab.engine.embed import embed
