@@ -174,9 +174,10 @@ def audit(
     import pandas as pd
     from tqdm import tqdm
 
-    from drivelab.engine.source import chunks_of, select_items
+    from drivelab.engine.source import select_items
     from drivelab.io import write_json, write_table
     from drivelab.seg.checkpoint import output_dir, read_checkpoint
+    from drivelab.seg.pipeline import batches
 
     if rank not in RANKINGS:
         raise DrivelabError(f"--rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
@@ -194,7 +195,7 @@ def audit(
     k = schema.num_classes
 
     def passes(kind: str, names: list[str], arg: Any, desc: str) -> list:
-        jobs = [(kind, b, arg) for b in chunks_of(names, batch)]
+        jobs = [(kind, b, arg) for b in batches(names, batch)]  # the same batches here and on Ray
         if ray is not None:
             from drivelab.cluster import map_chunks
 

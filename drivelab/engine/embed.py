@@ -26,13 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drivelab.engine.source import (
-    chunks_of,
-    load_instance,
-    load_semantic,
-    open_model_and_dataset,
-    select_items,
-)
+from drivelab.engine.source import load_instance, load_semantic, open_model_and_dataset, select_items
 from drivelab.engine.table import FEATURES, META, TABLE
 from drivelab.errors import DrivelabError
 from drivelab.schema import IGNORE, ClassSchema
@@ -262,8 +256,11 @@ def embed(
     }
     done = _start(out, meta, overwrite)
     todo = [it.name for it in items if it.name not in done]
+    from drivelab.seg.pipeline import batches as batched
+
     # Flushes happen between batches: a chunk of rows is `chunk` rounded up to whole batches.
-    batches = chunks_of(todo, batch)
+    # The local loop and Ray's actors get these same batches, hence the same numbers.
+    batches = list(batched(todo, batch))
     if ray is not None:
         from drivelab.cluster import map_chunks
 

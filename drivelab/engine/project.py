@@ -107,6 +107,11 @@ def default_k(n: int) -> int:
     return int(min(20, max(2, round(math.sqrt(n / 2)))))
 
 
+def check_clustering(method: str) -> None:
+    if method not in CLUSTERINGS:
+        raise DrivelabError(f"unknown clustering {method!r}; choose one of {', '.join(CLUSTERINGS)}")
+
+
 def cluster(
     features: np.ndarray,
     method: str = "kmeans",
@@ -115,8 +120,7 @@ def cluster(
     seed: int = 0,
 ) -> np.ndarray:
     """(N, D) features -> (N,) int cluster ids (HDBSCAN marks noise as -1)."""
-    if method not in CLUSTERINGS:
-        raise DrivelabError(f"unknown clustering {method!r}; choose one of {', '.join(CLUSTERINGS)}")
+    check_clustering(method)
     return cluster_prepared(prepare(features, seed=seed), method, k=k, min_size=min_size, seed=seed)
 
 
@@ -128,8 +132,7 @@ def cluster_prepared(
     seed: int = 0,
 ) -> np.ndarray:
     """``cluster`` on coordinates ``prepare`` already made (prune and the map reuse them)."""
-    if method not in CLUSTERINGS:
-        raise DrivelabError(f"unknown clustering {method!r}; choose one of {', '.join(CLUSTERINGS)}")
+    check_clustering(method)
     n = len(x)
     if method == "kmeans":
         from sklearn.cluster import KMeans

@@ -1,5 +1,5 @@
 """What the engine's model-running verbs (``embed``, ``audit``) share: open a checkpoint with the
-dataset it is run on, choose the items, batch them, and load one item as the model sees it (the
+dataset it is run on, choose the items, and load one item as the model sees it (the
 one model-input transform of ``drivelab.seg.transforms``)."""
 
 from __future__ import annotations
@@ -47,12 +47,6 @@ def select_items(reader: Reader, dataset: str | Path, split: str | None, limit: 
         reader = reader.subset(split=split)
     items = [it for it in reader.items if it.label_path is not None] if labelled_only else reader.items
     return reader, items[: limit or None]
-
-
-def chunks_of(items: list, size: int) -> list[list]:
-    """``items`` in batches of ``size``: the batches of both the local loop and Ray's actors, so a
-    model sees the same batches (and gives the same numbers) wherever it runs."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def load_semantic(reader: Reader, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Any]:

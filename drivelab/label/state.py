@@ -241,8 +241,6 @@ async def current_user(request: Request) -> str:
     return request.scope.get("state", {}).get("user") or request.app.state.label.access.local_user
 
 
-
-
 def _read_table(path: str | Path) -> dict[str, float]:
     import pandas as pd
 

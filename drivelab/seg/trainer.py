@@ -63,9 +63,7 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
     device = resolve_device(cfg.device)
     if device.type == "cuda" and (world > 1 or cfg.device == "auto"):
         device = torch.device(f"cuda:{local_rank}")  # under torchrun: this process's GPU
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DrivelabError(f"device={cfg.device!r} but CUDA is not available")
+    if device.type == "cuda":  # resolve_device has refused CUDA where there is none
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

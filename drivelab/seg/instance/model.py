@@ -104,10 +104,9 @@ def build_maskrcnn(
     ``anchor_sizes``: five sizes (default: torchvision's 32..512 px scaled by ``min_size / 800``);
     ResNet FPN levels take one each, MobileNet levels all five. ``returned_layers``: MobileNet
     stages the FPN taps (default [2, 3, 5]: strides 8, 16, 32). Extra ``kwargs`` go to ``MaskRCNN``
-    (e.g. ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``). ``category_ids`` (the COCO
-    category id of train ids 1..N) is kept on the model as ``model.category_ids`` so predictions
-    can be written as COCO results without the dataset. ``pretrained``: local weights follow, so
-    BatchNorm is frozen (torchvision's convention for fine-tuning).
+    (e.g. ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``). ``pretrained``: local
+    weights follow (``build_instance_model`` loads them), so BatchNorm is frozen (torchvision's
+    convention for fine-tuning).
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
