@@ -395,12 +395,15 @@ def audit_bench(args: argparse.Namespace) -> dict:
     n = len(images)
     folds = np.arange(n) % args.audit_folds
     probs = np.zeros((n, K, *args.size), np.float32)
+    flipped = np.zeros_like(probs) if args.save_probs else None  # a mirrored pass, kept for study
     fold_miou = []
     for f in range(args.audit_folds):  # cross-fitting: no model scores a mask it was trained on
         t0 = time.time()
         tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         model = train(args, images[tr], noisy[tr], args.audit_steps, f)
         probs[te] = probs_of(model, images[te])
+        if flipped is not None:
+            flipped[te] = probs_of(model, images[te][:, :, ::-1].copy())[..., ::-1]
         fold_miou.append(miou(model, images[te], masks[te]))
         print(
             f"  fold {f}: trained on {len(tr)}, mIoU {fold_miou[-1]:.4f} on the other half "
@@ -423,7 +426,15 @@ def audit_bench(args: argparse.Namespace) -> dict:
     cl_pixels, _ = get_label_quality_scores(noisy, probs, method="num_pixel_issues", verbose=False)
     if args.save_probs:  # for looking at the scores again without retraining
         kinds = np.array([corrupted.get(i, "") for i in range(n)])
-        np.savez(args.save_probs, probs=probs.astype(np.float16), noisy=noisy, masks=masks, kinds=kinds)
+        np.savez(
+            args.save_probs,
+            probs=probs.astype(np.float16),
+            flipped=flipped.astype(np.float16),
+            images=images,
+            noisy=noisy,
+            masks=masks,
+            kinds=kinds,
+        )
     truth = np.array([i in corrupted for i in range(n)])
     top = int(truth.sum())
     rows = {}

@@ -68,19 +68,21 @@ def compress(seg: Segment, codec: str, *, store: SharedStore | None = None, chai
     return _pack(seg, codec, payload, extra, own, store, chain, inline)
 
 
-def compress_batch(segs: list[Segment], codec: str, progress: Any = None, **options: Any) -> list[bytes]:
+def compress_batch(segs: list[Segment], codec: str, progress: Any = None, *, store: SharedStore | None = None,
+                   inline: bool = True, **options: Any) -> list[bytes]:
     """Many segments -> container bytes each; the gpt codec codes them in one batch (its header
-    records the batch layout), the others one by one."""
+    records the batch layout), the others one by one. ``store`` as for ``compress``: an
+    archive's store keeps the weights once; without one each file carries them inline."""
     if codec != "gpt":
-        return [compress(s, codec, **options) for s in segs]
+        return [compress(s, codec, store=store, inline=inline, **options) for s in segs]
     from drivelab.vq.codecs.gpt import encode_batch
 
     for s in segs:
         check_name(s.name, s.origin or None)
         layout_of(s.raw, s.origin or s.name)
-    coded = encode_batch([s.flat for s in segs], progress=progress, **options)
-    own = SharedStore()
-    return [_pack(s, codec, p, e, own, None, None, True) for s, (p, e) in zip(segs, coded, strict=True)]
+    own = SharedStore() if store is None else store
+    coded = encode_batch([s.flat for s in segs], progress=progress, store=own, **options)
+    return [_pack(s, codec, p, e, own, store, None, inline) for s, (p, e) in zip(segs, coded, strict=True)]
 
 
 def _parse(data: bytes, path: str | Path | None) -> tuple[container.Header, bytes, dict]:
@@ -158,16 +160,26 @@ def batch_key(data: bytes, path: str | Path | None = None) -> str | None:
     return str(batch["id"]) if isinstance(batch, dict) and "id" in batch else None
 
 
-def decompress_batch(items: list[tuple[bytes, str | Path | None]], progress: Any = None,
-                     **options: Any) -> list[Segment]:
-    """Members of one gpt batch (same ``batch_key``) -> Segments, decoded in one batch."""
+def decompress_batch(items: list[tuple[bytes, str | Path | None]], progress: Any = None, *,
+                     store: SharedStore | None = None, **options: Any) -> list[Segment]:
+    """Members of one gpt batch (same ``batch_key``) -> Segments, decoded in one batch; shared
+    state from the files' inline blobs or the archive's ``store``."""
     from drivelab.vq.codecs.gpt import decode_batch
 
     parsed = [(_parse(d, p), p) for d, p in items]
     where = items[0][1] if len(items) == 1 else (Path(items[0][1]).parent if items[0][1] else None)
+    own = SharedStore()
+    for (header, _, inline), path in parsed:
+        for _, blob in SharedStore(inline).items():
+            own.put(blob)
+        for ref in header.shared:
+            if ref not in own:
+                if store is None:
+                    raise DrivelabError("needs shared state that is not in this file", path)
+                own.put(store.get(ref))
     with _decoding(where):
         flats = decode_batch([(pl, h.extra, h.frames) for (h, pl, _), _ in parsed], progress=progress,
-                             **options)
+                             store=own, **options)
     return [_restore(h, f, p) for ((h, _, _), p), f in zip(parsed, flats, strict=True)]
 
 

@@ -93,10 +93,10 @@ def prepare_options(codec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def _encode_task(args: tuple[str, list[Segment], dict[str, Any], int | None]) -> tuple[list, dict]:
     codec, segs, options, chain_id = args
-    if codec == "gpt":  # one batch: a forward pass serves every segment of the task
-        coded = api.compress_batch(segs, "gpt", **options)
-        return list(zip([s.name for s in segs], coded, strict=True)), {}
     store = SharedStore()
+    if codec == "gpt":  # one batch: a forward pass serves every segment of the task
+        coded = api.compress_batch(segs, "gpt", store=store, inline=False, **options)
+        return list(zip([s.name for s in segs], coded, strict=True)), dict(store.items())
     chain = api.Chain(chain_id) if chain_id is not None else None
     out = [(s.name, api.compress(s, codec, store=store, chain=chain, **options)) for s in segs]
     return out, dict(store.items())
@@ -293,7 +293,8 @@ def _decode_group(args: tuple[list[Item], SharedStore, Path, dict[str, Any]]) ->
     group, store, staging, gpt_options = args
     if group[0].header.codec == "gpt":
         group = sorted(group, key=lambda it: int(it.header.extra["batch"]["row"]))
-        segs = api.decompress_batch([(it.path.read_bytes(), it.path) for it in group], **gpt_options)
+        segs = api.decompress_batch([(it.path.read_bytes(), it.path) for it in group], store=store,
+                                    **gpt_options)
         for seg in segs:
             write_bytes(safe_path(staging, seg.name), seg.raw)
         return [seg.name for seg in segs]

@@ -114,3 +114,37 @@ def test_cli_batches_a_folder_and_restores_it(models, real_tokens, tmp_path):
     seg = Segment("x.npy", x[:2], npy_bytes(x[:2]))
     with pytest.raises(DrivelabError, match="--stride 3"):
         api.compress(seg, "gpt", model_path=models["cond"], context=2, stride=3)
+
+
+def test_archive_stores_embedded_weights_once(models, real_tokens, tmp_path):
+    """Several gpt batches in one archive: the weights are one shared blob, no file repeats them,
+    the folder restores exactly, and a damaged blob is refused."""
+    from drivelab.vq.cli import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    raws = {}
+    for i in range(4):
+        raw = npy_bytes(real_tokens[5 * i : 5 * i + 3])
+        (src / f"s{i}.token.npy").write_bytes(raw)
+        raws[f"s{i}.token.npy"] = raw
+    out = tmp_path / "coded"
+    weights = models["plain"].read_bytes()
+    r = runner.invoke(app, ["compress", str(src), "--codec", "gpt", "--model", str(models["plain"]),
+                            "--context", "2", "--batch", "2", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    blobs = list((out / "shared").glob("*.bin"))
+    assert [b.read_bytes() for b in blobs] == [weights]  # once, for two batches of two
+    files = sorted(out.glob("*.dlvq"))
+    assert len(files) == 4 and all(f.stat().st_size < len(weights) // 4 for f in files)
+    assert len({api.batch_key(f.read_bytes()) for f in files}) == 2
+    r = runner.invoke(app, ["decompress", str(out), "--out", str(tmp_path / "back")])  # no --model
+    assert r.exit_code == 0, r.output
+    for name, raw in raws.items():
+        assert (tmp_path / "back" / name).read_bytes() == raw
+    blob = bytearray(blobs[0].read_bytes())
+    blob[len(blob) // 2] ^= 1
+    blobs[0].write_bytes(bytes(blob))
+    r = runner.invoke(app, ["decompress", str(out), "--out", str(tmp_path / "again")])
+    assert isinstance(r.exception, DrivelabError) and "SHA-256" in str(r.exception)
+    assert not list((tmp_path / "again").glob("*.npy"))

@@ -34,7 +34,7 @@ from typing import Any
 from drivelab.errors import DrivelabError
 
 NAMES = ("lzma", "context", "gpt", "prior", "mix")
-VERSIONS = {"lzma": 1, "context": 3, "gpt": 2, "prior": 2, "mix": 1}
+VERSIONS = {"lzma": 1, "context": 3, "gpt": 3, "prior": 2, "mix": 1}
 _MODULES = {"lzma": "lzma_codec", "context": "context", "gpt": "gpt", "prior": "prior", "mix": "mix"}
 
 

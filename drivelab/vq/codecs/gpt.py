@@ -27,8 +27,9 @@ Encoder and decoder run the very same step-by-step loop; the encoder only knows 
 beforehand.
 
 **Weights.** The header records the weights' SHA-256, layout and full config, never a
-path. Small drivelab checkpoints can ride inside the file (``embed``); comma's gpt2m stays
-outside and ``decompress --model`` must name a file with that hash.
+path. Small drivelab checkpoints are stored with the archive (``embed``: the shared store,
+``shared/<sha256>.bin`` once per archive or challenge zip, inline in a standalone file);
+comma's gpt2m stays outside and ``decompress --model`` must name a file with that hash.
 """
 
 from __future__ import annotations
@@ -257,18 +258,27 @@ def load_weights(model_path: str | Path, keep_bytes: bool) -> Weights:
     return w
 
 
-def _model_for(extra: dict[str, Any], payload: bytes, model_path: str | Path | None) -> tuple[Any, bytes]:
-    """The model an archive was coded with, and the coded words after any embedded weights."""
+_BUILT: dict[str, Any] = {}  # models rebuilt from archive-stored weights, by SHA-256 (one at a time)
+
+
+def _model_for(extra: dict[str, Any], store: Any, model_path: str | Path | None) -> Any:
+    """The model an archive was coded with: from the archive's shared store when the weights
+    were stored with it (once per archive), else from ``--model``, checked by SHA-256."""
     from drivelab.vq.hf import model_from_bytes
 
     rec = extra["model"]
-    n = int(rec["embedded"])
-    if n:
-        blob = payload[:n]
-        if hashlib.sha256(blob).hexdigest() != rec["sha256"]:
-            raise DrivelabError("embedded model weights are damaged (SHA-256 mismatch)")
-        model = model_from_bytes(blob, str(rec.get("file", "weights")), rec["config"], rec["layout"])
-        return model, payload[n:]
+    ref = extra.get("shared", {}).get("weights")
+    if ref is not None:
+        if ref != rec["sha256"]:
+            raise DrivelabError("the header's weights reference and SHA-256 disagree")
+        if store is None:
+            raise DrivelabError("the gpt weights are stored with the archive: decompress the folder")
+        blob = store.get(ref, "gpt weights")  # checked against its SHA-256 once per store
+        if ref not in _BUILT:
+            _BUILT.clear()
+            _BUILT[ref] = model_from_bytes(blob, str(rec.get("file", "weights")), rec["config"],
+                                           rec["layout"])
+        return _BUILT[ref]
     if model_path is None:
         raise DrivelabError(
             f"coded with external gpt weights ({rec.get('file')}, sha256 {rec['sha256'][:16]}...): "
@@ -282,7 +292,7 @@ def _model_for(extra: dict[str, Any], payload: bytes, model_path: str | Path | N
         )
     if w.model.cfg.to_dict() != rec["config"]:
         raise DrivelabError("--model's config differs from the one recorded in the archive", model_path)
-    return w.model, payload
+    return w.model
 
 
 # ---------------------------------------------------------------- encode / decode
@@ -307,18 +317,21 @@ def encode_batch(
     device: str = "auto",
     dtype: str | None = None,
     progress: Callable[[int], None] | None = None,
+    store: Any = None,
 ) -> list[tuple[bytes, dict[str, Any]]]:
-    """Code (F_i, 128) token segments together in one batch; one (payload, extra) per segment."""
+    """Code (F_i, 128) token segments together in one batch; one (payload, extra) per segment.
+    ``embed``: the weights go into ``store`` (a ``drivelab.vq.store.SharedStore``), which keeps
+    them once however many segments name them."""
     if model_path is None:
         raise DrivelabError("the gpt codec needs --model (comma's gpt2m or a `drivelab vq train` checkpoint)")
     if not segments:
         return []
     w = load_weights(model_path, keep_bytes=embed)
     if embed and len(w.blob) > MAX_EMBED:
-        raise DrivelabError(f"{len(w.blob) >> 20} MB of weights would go into every file; use --no-embed",
-                            model_path)
+        raise DrivelabError(f"{len(w.blob) >> 20} MB of weights are too many to store with the archive; "
+                            "use --no-embed", model_path)
     return encode_with(w, segments, Path(model_path).name, context, stride, embed, runtime(device, dtype),
-                       progress)
+                       progress, store)
 
 
 def encode_with(
@@ -330,9 +343,13 @@ def encode_with(
     embed: bool,
     rt: Runtime,
     progress: Callable[[int], None] | None = None,
+    store: Any = None,
 ) -> list[tuple[bytes, dict[str, Any]]]:
     """``encode_batch`` with the weights already loaded (benchmarks build them in memory)."""
     import torch
+
+    if embed and (store is None or w.blob is None):
+        raise DrivelabError("embedding the gpt weights needs their bytes and a shared store")
 
     window, stride = window_of(w.model.cfg, context, stride)
     lengths = [len(s) for s in segments]
@@ -357,27 +374,28 @@ def encode_with(
 
     Stepper(w.model, rt).run(x, window, stride, emit, known=True)
     digest = hashlib.sha256(b"".join(hashlib.sha256(s.astype("<i2").tobytes()).digest() for s in segments))
-    weights = w.blob if embed else b""
+    shared = {"weights": store.put(w.blob)} if embed else None
     out = []
     for r, enc in enumerate(encoders):
         extra = {
-            "model": {"sha256": w.sha256, "layout": w.layout, "config": w.model.cfg.to_dict(),
-                      "embedded": len(weights), "file": file},
+            "model": {"sha256": w.sha256, "layout": w.layout, "config": w.model.cfg.to_dict(), "file": file},
             "window": window,
             "stride": stride,
             "batch": {"id": digest.hexdigest()[:16], "rows": len(segments), "row": r, "frames": frames},
             "runtime": rt.to_dict(),
             "freq_bits": FREQ_BITS,
         }
-        out.append((weights + enc.get_compressed().astype("<u4").tobytes(), extra))
+        if shared:
+            extra["shared"] = dict(shared)
+        out.append((enc.get_compressed().astype("<u4").tobytes(), extra))
     return out
 
 
 def encode(tokens: np.ndarray, model_path: str | Path | None = None, context: int | None = None,
            stride: int | None = None, embed: bool = True, device: str = "auto",
-           dtype: str | None = None) -> tuple[bytes, dict[str, Any]]:
+           dtype: str | None = None, store: Any = None) -> tuple[bytes, dict[str, Any]]:
     """One segment = a batch of one (the registry's single-segment interface)."""
-    return encode_batch([tokens], model_path, context, stride, embed, device, dtype)[0]
+    return encode_batch([tokens], model_path, context, stride, embed, device, dtype, store=store)[0]
 
 
 def decode_batch(
@@ -385,13 +403,15 @@ def decode_batch(
     model: str | Path | None = None,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    store: Any = None,
 ) -> list[np.ndarray]:
-    """Decode members of one batch (payload, extra, frames); absent rows become fillers."""
+    """Decode members of one batch (payload, extra, frames); absent rows become fillers.
+    ``store``: the archive's shared state, where weights coded with ``embed`` are."""
     first = members[0][1]
     batch = first["batch"]
     if any(m[1]["batch"]["id"] != batch["id"] for m in members):
         raise DrivelabError("decode_batch got segments of different batches")
-    net, _ = _model_for(first, members[0][0], model)
+    net = _model_for(first, store, model)
     if net.cfg.to_dict() != first["model"]["config"]:
         raise DrivelabError("embedded model config differs from the one recorded")
     return decode_with(net, members, _check_runtime(first["runtime"], device), progress)
@@ -412,7 +432,7 @@ def decode_with(
     for payload, extra, n in members:
         if extra["model"]["sha256"] != first["model"]["sha256"]:
             raise DrivelabError("segments of one batch name different model weights")
-        words = payload[int(extra["model"]["embedded"]) :]
+        words = payload
         r = int(extra["batch"]["row"])
         if not 0 <= r < rows or r in decoders or n > frames:
             raise DrivelabError("inconsistent batch layout in the header")
@@ -434,6 +454,6 @@ def decode_with(
 
 def decode(
     payload: bytes, extra: dict[str, Any], frames: int, model: str | Path | None = None,
-    device: str = "auto", progress: Callable[[int], None] | None = None,
+    device: str = "auto", progress: Callable[[int], None] | None = None, store: Any = None,
 ) -> np.ndarray:
-    return decode_batch([(payload, extra, frames)], model, device, progress)[0]
+    return decode_batch([(payload, extra, frames)], model, device, progress, store)[0]
