@@ -39,10 +39,13 @@ scoring and the embedding are the library's own functions (what the CLI runs).
                    road|hood -> undrivable, car|hood -> undrivable, lane|car -> undrivable);
                    at least 0.4% of the image must change
    4-fold cross-fitting (each quarter is scored by a model trained on the other three, noisy
-   masks and all). Side by side in the same run, on the same probabilities: cleanlab's softmin score
+   masks and all), each image scored with the mean of its and its mirror's probabilities, as
+   ``drivelab audit --tta`` (the default) does; the same rankings without the mirror follow.
+   Side by side in the same run, on the same probabilities: cleanlab's softmin score
    (``cleanlab.segmentation.rank``), cleanlab's issue-pixel count (``method="num_pixel_issues"``),
    drivelab's region score alone and drivelab's ranking (regions + softmin). Precision among the
-   top-ranked 10% (bar >= 0.8), AUROC, and recall per kind.
+   top-ranked 10% (bar >= 0.8), AUROC, and recall per kind. ``--save-probs`` keeps the
+   probabilities and ``--from-probs`` re-scores them without training.
 """
 
 from __future__ import annotations
@@ -386,31 +389,58 @@ def inject(masks: np.ndarray, rate: float, seed: int) -> tuple[np.ndarray, dict[
     return noisy, corrupted
 
 
-def audit_bench(args: argparse.Namespace) -> dict:
-    from cleanlab.segmentation.rank import get_label_quality_scores
-    from sklearn.metrics import roc_auc_score
-
+def audit_probabilities(args: argparse.Namespace) -> dict:
+    """The cross-fitted probabilities of the audit set, plain and mirrored: trained here, or read
+    back from a ``--save-probs`` file (``--from-probs``: re-score a run without retraining)."""
+    if args.from_probs:
+        d = np.load(args.from_probs)
+        kinds = d["kinds"]
+        return {
+            "images": d["images"],
+            "masks": d["masks"],
+            "noisy": d["noisy"],
+            "corrupted": {int(i): str(kinds[i]) for i in np.flatnonzero(kinds != "")},
+            "probs": d["probs"].astype(np.float32),
+            "flipped": d["flipped"].astype(np.float32),
+            "fold_miou": [float(v) for v in d["fold_miou"]],
+            "folds": int(d["folds"]),
+        }
     images, masks, _ = data(args, f"audit{args.audit_seed}", args.audit_n, args.audit_seed, night=0.0)
     noisy, corrupted = inject(masks, 0.1, args.audit_seed)
     n = len(images)
     folds = np.arange(n) % args.audit_folds
     probs = np.zeros((n, K, *args.size), np.float32)
-    flipped = np.zeros_like(probs) if args.save_probs else None  # a mirrored pass, kept for study
+    flipped = np.zeros_like(probs)  # the mirrored pass, flipped back: what `audit --tta` averages in
     fold_miou = []
     for f in range(args.audit_folds):  # cross-fitting: no model scores a mask it was trained on
         t0 = time.time()
         tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         model = train(args, images[tr], noisy[tr], args.audit_steps, f)
         probs[te] = probs_of(model, images[te])
-        if flipped is not None:
-            flipped[te] = probs_of(model, images[te][:, :, ::-1].copy())[..., ::-1]
+        flipped[te] = probs_of(model, images[te][:, :, ::-1].copy())[..., ::-1]
         fold_miou.append(miou(model, images[te], masks[te]))
         print(
             f"  fold {f}: trained on {len(tr)}, mIoU {fold_miou[-1]:.4f} on the other half "
             f"({time.time() - t0:.0f}s)",
             flush=True,
         )
-    # drivelab: exactly what `drivelab audit` computes, on the same probabilities
+    out = {"images": images, "masks": masks, "noisy": noisy, "corrupted": corrupted, "probs": probs,
+           "flipped": flipped, "fold_miou": fold_miou, "folds": args.audit_folds}
+    if args.save_probs:
+        kinds = np.array([corrupted.get(i, "") for i in range(n)])
+        np.savez(args.save_probs, images=images, masks=masks, noisy=noisy, kinds=kinds,
+                 probs=probs.astype(np.float16), flipped=flipped.astype(np.float16),
+                 fold_miou=np.array(fold_miou), folds=args.audit_folds)
+    return out
+
+
+def audit_rankings(probs: np.ndarray, noisy: np.ndarray, corrupted: dict[int, str]) -> tuple[dict, tuple]:
+    """Every ranking on the same probabilities: drivelab's (exactly what `drivelab audit`
+    computes) and cleanlab's own calls. Returns the rows and what the figure needs."""
+    from cleanlab.segmentation.rank import get_label_quality_scores
+    from sklearn.metrics import roc_auc_score
+
+    n = len(probs)
     thresholds = ClassThresholds(K)
     softmin = np.zeros(n)
     for i in range(n):
@@ -419,22 +449,10 @@ def audit_bench(args: argparse.Namespace) -> dict:
     t = thresholds.values
     regions = [disagreement_regions(probs[i], noisy[i], t) for i in range(n)]
     masses = np.stack([pair_mass(r, K) for r in regions])
-    region, pairs = region_scores(masses, typical_pair_mass(masses))
+    region, _ = region_scores(masses, typical_pair_mass(masses))
     ranking = combined_score(softmin, region)
-    # the peers, on the same probabilities: cleanlab's own calls
     cl_softmin, _ = get_label_quality_scores(noisy, probs, method="softmin", verbose=False)
     cl_pixels, _ = get_label_quality_scores(noisy, probs, method="num_pixel_issues", verbose=False)
-    if args.save_probs:  # for looking at the scores again without retraining
-        kinds = np.array([corrupted.get(i, "") for i in range(n)])
-        np.savez(
-            args.save_probs,
-            probs=probs.astype(np.float16),
-            flipped=flipped.astype(np.float16),
-            images=images,
-            noisy=noisy,
-            masks=masks,
-            kinds=kinds,
-        )
     truth = np.array([i in corrupted for i in range(n)])
     top = int(truth.sum())
     rows = {}
@@ -450,27 +468,37 @@ def audit_bench(args: argparse.Namespace) -> dict:
             "auroc": float(roc_auc_score(truth, -score)),
             "found_by_kind": {k: int(sum(corrupted.get(int(i)) == k for i in order)) for k in KINDS},
         }
-    # the worst three by drivelab's ranking: label blend | suspect pixels and the worst region's box
+    return rows, (ranking, regions, t, float(np.abs(softmin - cl_softmin).max()))
+
+
+def audit_bench(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     from drivelab.io import write_image
 
+    p = audit_probabilities(args)
+    images, noisy, corrupted = p["images"], p["noisy"], p["corrupted"]
+    tta = (p["probs"] + p["flipped"]) / 2
+    rows, (ranking, regions, t, equal) = audit_rankings(tta, noisy, corrupted)
+    plain_rows, _ = audit_rankings(p["probs"], noisy, corrupted)
+    # the worst three by drivelab's ranking: label blend | suspect pixels and the worst region's box
     strips = []
     for i in np.argsort(ranking, kind="stable")[:3]:
-        sus = suspect_pixels(probs[i], noisy[i], t)
+        sus = suspect_pixels(tta[i], noisy[i], t)
         box = regions[i][0].box if regions[i] else None
         strip = overlay_suspects(images[i], SCHEMA.colorize(noisy[i]), sus, box)
         strips.append(np.kron(strip, np.ones((3, 3, 1), np.uint8)))
     if not args.quick:
         write_image(args.images / "engine-audit.png", Image.fromarray(np.concatenate(strips, axis=0)))
     return {
-        "n": n,
-        "folds": args.audit_folds,
+        "n": len(images),
+        "folds": p["folds"],
         "corrupted": len(corrupted),
         "injected_by_kind": {k: sum(1 for v in corrupted.values() if v == k) for k in KINDS},
-        "fold_miou": fold_miou,
-        "softmin_equals_cleanlab": float(np.abs(softmin - cl_softmin).max()),
+        "fold_miou": p["fold_miou"],
+        "softmin_equals_cleanlab": equal,
         "rows": rows,
+        "rows_without_tta": plain_rows,
     }
 
 
@@ -542,11 +570,15 @@ def report(r: dict, args: argparse.Namespace) -> None:
             f"mIoU {', '.join(f'{v:.3f}' for v in a['fold_miou'])}; drivelab's softmin = cleanlab's to "
             f"{a['softmin_equals_cleanlab']:.1e}"
         )
-        print(f"{'ranking':36s} {'precision@10%':>14s} {'AUROC':>7s}   found by kind")
-        for name, row in a["rows"].items():
-            print(
-                f"{name:36s} {row['precision_at_10pct']:14.3f} {row['auroc']:7.3f}   {row['found_by_kind']}"
-            )
+        for title, key in (("with --tta (the audit default)", "rows"), ("without --tta", "rows_without_tta")):
+            if key not in a:
+                continue
+            print(f"{'ranking, ' + title:46s} {'precision@10%':>14s} {'AUROC':>7s}   found by kind")
+            for name, row in a[key].items():
+                print(
+                    f"{name:46s} {row['precision_at_10pct']:14.3f} {row['auroc']:7.3f}   "
+                    f"{row['found_by_kind']}"
+                )
         p = a["rows"]["drivelab audit (regions + softmin)"]["precision_at_10pct"]
         print(f"bar (precision@10% >= 0.8): {p:.3f}" + (" MET" if p >= 0.8 else " MISSED"))
     if "seconds" in r:
@@ -567,6 +599,9 @@ def main() -> None:
     p.add_argument("--audit-seed", type=int, default=8, help="seed of the audit set and its errors")
     p.add_argument("--audit-folds", type=int, default=4, help="cross-fitting folds of the audit (4)")
     p.add_argument("--save-probs", type=Path, default=None, help="save the audit's probabilities (.npz)")
+    p.add_argument(
+        "--from-probs", type=Path, default=None, help="re-score a --save-probs file (no training)"
+    )
     p.add_argument("--images", type=Path, default=ROOT / "docs" / "images", help="where the plots go")
     p.add_argument("--json", type=Path, default=None, help="write this process's results here")
     p.add_argument(

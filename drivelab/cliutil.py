@@ -54,6 +54,11 @@ def json_option(help: str = "Also write the result as JSON to this file ('-' for
     return typer.Option(None, "--json", help=help)
 
 
+def tta_option(default: bool = False, help: str = "Horizontal-flip test-time augmentation: average "
+               "the softmax of the image and its mirror.") -> Any:
+    return typer.Option(default, "--tta/--no-tta", help=help)
+
+
 def progress_option() -> Any:
     return typer.Option(True, "--progress/--no-progress", help="Show progress bars (on stderr).")
 

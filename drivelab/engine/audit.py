@@ -66,7 +66,8 @@ class AuditWorker:
     class pair); ``"pictures"`` (arg: (thresholds, out, boxes of the worst regions)) -> per image
     (suspect pixel count, box in image pixels), writing the suspect mask and overlay."""
 
-    def __init__(self, ckpt: dict, dataset: str, device: str, temperature: float, workers: int = 2) -> None:
+    def __init__(self, ckpt: dict, dataset: str, device: str, temperature: float, workers: int = 2,
+                 tta: bool = True) -> None:
         from drivelab.device import resolve_device
         from drivelab.engine.source import load_semantic, open_model_and_dataset
         from drivelab.seg.checkpoint import expect_task, training_size
@@ -75,6 +76,7 @@ class AuditWorker:
         self.model, self.schema, ckpt, self.reader = open_model_and_dataset(ckpt, dataset, self.device)
         expect_task(ckpt, "semantic", "audit (it scores per-pixel labels)")
         self.size, self.temperature, self.workers = training_size(ckpt), temperature, max(1, workers)
+        self.tta = tta
         self.load = load_semantic
         self._pool: Any = None
 
@@ -89,8 +91,11 @@ class AuditWorker:
         loaded = list(self._pool.map(lambda it: self.load(self.reader, it, self.size), items))
         with torch.no_grad():
             x = np.ascontiguousarray(np.stack([b for _, b, _ in loaded]).transpose(0, 3, 1, 2))
-            logits = self.model(torch.from_numpy(x).to(self.device).float().div_(255)).float()
-            probs = torch.softmax(logits, 1).cpu().numpy()
+            x = torch.from_numpy(x).to(self.device).float().div_(255)
+            probs = torch.softmax(self.model(x).float(), 1)
+            if self.tta:  # as Predictor's tta: flip the padded input, flip the answer back
+                probs = (probs + torch.softmax(self.model(x.flip(3)).float(), 1).flip(3)) / 2
+            probs = probs.cpu().numpy()
         h, w = self.size
         return [(it, a, p[:, :h, :w], m[:h, :w])
                 for it, (a, _, m), p in zip(items, loaded, probs, strict=True)]
@@ -155,6 +160,7 @@ def audit(
     push: int = 0,
     temperature: float = 0.1,
     rank: str = "regions",
+    tta: bool = True,
     batch: int = 8,
     device: str = "auto",
     limit: int | None = None,
@@ -165,7 +171,8 @@ def audit(
     """Score, rank and (optionally) push the worst labelled images; returns the ranked DataFrame.
 
     ``rank``: ``regions`` (drivelab's ranking: region score and cleanlab's softmin, see
-    ``drivelab.engine.audit_scores``) or ``softmin`` (cleanlab's score alone).
+    ``drivelab.engine.audit_scores``) or ``softmin`` (cleanlab's score alone). ``tta``: score the
+    mean of the image's and its mirror's probabilities (what the benchmark measures).
     ``top``: a fraction (< 1) or a count (>= 1) of the ranked images that get suspect masks.
     ``out`` defaults to ``<run>/audit/<dataset name>``; ``ray``: a ``drivelab.cluster.RayOptions``.
 
@@ -187,7 +194,7 @@ def audit(
         raise DrivelabError(f"--batch must be >= 1, got {batch}")
     ckpt = read_checkpoint(run)
     out = Path(out) if out is not None else output_dir(ckpt, "audit", dataset)
-    worker = AuditWorker(ckpt, str(dataset), device, temperature, workers)
+    worker = AuditWorker(ckpt, str(dataset), device, temperature, workers, tta)
     schema = worker.schema
     _, items = select_items(worker.reader, dataset, split, limit, labelled_only=True)
     if not items:
@@ -200,7 +207,7 @@ def audit(
             from drivelab.cluster import map_chunks
 
             return map_chunks(AuditWorker, jobs, ray, ctor_args=(ckpt, str(dataset), device, temperature,
-                              workers), progress=progress, desc=desc, count=lambda j: len(j[1]))
+                              workers, tta), progress=progress, desc=desc, count=lambda j: len(j[1]))
         return [worker(j) for j in tqdm(jobs, desc=desc, disable=not progress, leave=False)]
 
     names = [it.name for it in items]

@@ -114,6 +114,8 @@ def audit(
     temperature: float = typer.Option(0.1, help="Soft-minimum temperature (smaller: closer to the minimum)."),
     rank: str = typer.Option("regions", help="regions (region score + cleanlab's softmin) or softmin "
                              "(cleanlab's score alone)."),
+    tta: bool = cu.tta_option(True, "Average the softmax of each image and its mirror (two passes; a "
+                              "model's confident mistakes rarely survive the mirror, label errors do)."),
     batch: int = cu.batch_option(8),
     device: str = cu.device_option(),
     workers: int = cu.workers_option(2),
@@ -127,7 +129,7 @@ def audit(
     from drivelab.engine.audit import audit as run_audit
 
     df = run_audit(run, dataset, out, split=split, top=top, push=push, temperature=temperature, rank=rank,
-                   batch=batch, device=device, limit=limit, workers=workers,
+                   tta=tta, batch=batch, device=device, limit=limit, workers=workers,
                    ray=cu.ray_options(ray, concurrency, num_gpus), progress=progress)
     for row in df.head(min(5, len(df))).itertuples():
         cu.info(f"{row.rank:4d}  {row.score:.4f}  softmin {row.softmin:.4f}  {row.region_pair or '-':28s} "

@@ -38,7 +38,7 @@ def evaluate(
                                  "cityscapes, bdd100k or comma10k-baseline (docs/seg.md)."),
     split: str | None = typer.Option(None, help="Split to evaluate, or 'all' (default: val when it is the "
                                      "checkpoint's training data, else all)."),
-    tta: bool = typer.Option(False, "--tta", help="Checkpoints: horizontal-flip test-time augmentation."),
+    tta: bool = cu.tta_option(False, "Checkpoints: horizontal-flip test-time augmentation."),
     pred_ids: str | None = typer.Option(None, help="Prediction folders: the PNGs hold 'train' ids or "
                                         "Cityscapes 'label' ids (default: predict.json, else train; "
                                         "label for --protocol cityscapes)."),
@@ -84,7 +84,7 @@ def compare(
     out: Path | None = cu.out_option(None, "Folder for compare.html/compare.csv (default: "
                                      "<runs parent>/compare)."),
     device: str = cu.device_option(),
-    tta: bool = typer.Option(False, "--tta", help="Flip test-time augmentation when evaluating."),
+    tta: bool = cu.tta_option(False, "Flip test-time augmentation when evaluating."),
     images: int = typer.Option(3, help="Side-by-side prediction images in the report."),
 ) -> None:
     """Compare runs: parameters, FLOPs, metrics, speed and side-by-side predictions (HTML)."""

@@ -294,3 +294,29 @@ def test_map_opens_in_headless_chromium_without_errors(embedded: Path, tmp_path:
         )
         browser.close()
     assert errors == []
+
+
+def test_audit_tta_scores_an_image_and_its_mirror_alike(engine_run: Path, engine_data: Path, tmp_path: Path):
+    """--tta (the default) averages the image's and its mirror's probabilities, so a mirrored image
+    gets the mirrored probabilities; without it a model's left-right asymmetry shows."""
+    from PIL import Image
+
+    from drivelab.engine.audit import AuditWorker
+    from drivelab.io import write_image
+    from drivelab.seg.checkpoint import read_checkpoint
+
+    data = tmp_path / "mirrored"
+    shutil.copytree(engine_data, data)
+    (data / "files_trainable").unlink(missing_ok=True)
+    name = sorted(p.name for p in (data / "imgs").iterdir())[0]
+    for folder in ("imgs", "masks"):
+        mirror = Image.open(data / folder / name).transpose(Image.FLIP_LEFT_RIGHT)
+        write_image(data / folder / f"zz_{name}", mirror)
+    ckpt = read_checkpoint(engine_run)
+    names = [name, f"zz_{name}"]
+    (_, _, p, m), (_, _, q, n) = AuditWorker(ckpt, str(data), "cpu", 0.1, tta=True).probabilities(names)
+    assert np.array_equal(m, n[:, ::-1])
+    assert np.abs(p - q[..., ::-1]).max() < 1e-5
+    (_, _, p0, _), (_, _, q0, _) = AuditWorker(ckpt, str(data), "cpu", 0.1, tta=False).probabilities(names)
+    assert np.abs(p0 - q0[..., ::-1]).max() > 1e-3
+    assert np.abs((p0 + q0[..., ::-1]) / 2 - p).max() < 1e-5  # the mean of the two passes
