@@ -148,3 +148,24 @@ def test_archive_stores_embedded_weights_once(models, real_tokens, tmp_path):
     r = runner.invoke(app, ["decompress", str(out), "--out", str(tmp_path / "again")])
     assert isinstance(r.exception, DrivelabError) and "SHA-256" in str(r.exception)
     assert not list((tmp_path / "again").glob("*.npy"))
+
+
+def test_gpt_submission_zip_holds_the_weights_once(models, real_tokens, tmp_path):
+    import zipfile
+
+    from drivelab.vq.archive import decompress_many
+    from drivelab.vq.submission import write_submission
+
+    segs = [Segment(f"s{i}.npy", real_tokens[4 * i : 4 * i + 2], npy_bytes(real_tokens[4 * i : 4 * i + 2]))
+            for i in range(3)]
+    zpath = tmp_path / "sub.zip"
+    write_submission(zpath, segs, "gpt", options={"model_path": models["plain"], "context": 2, "batch": 2,
+                                                  "embed": True, "device": "cpu"})
+    zf = zipfile.ZipFile(zpath)
+    shared = [n for n in zf.namelist() if n.startswith("data/shared/")]
+    assert len(shared) == 1 and zf.read(shared[0]) == models["plain"].read_bytes()
+    zf.extractall(tmp_path / "unzipped")
+    names = decompress_many([tmp_path / "unzipped" / "data"], tmp_path / "back", device="cpu")
+    assert sorted(names) == ["s0.npy", "s1.npy", "s2.npy"]
+    for s in segs:
+        assert (tmp_path / "back" / s.name).read_bytes() == s.raw
