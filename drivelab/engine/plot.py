@@ -88,13 +88,15 @@ class Canvas:
         fy = (np.asarray(y, np.float64) - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
         return self.left + fx * (self.right - self.left), self.bottom - fy * (self.bottom - self.top)
 
-    def ticks(self, xticks: bool = True) -> None:
+    def ticks(self, xticks: bool = True, xvalues: np.ndarray | None = None) -> None:
+        """Grid lines and labels; ``xvalues``: label these x positions (e.g. the measured ones)
+        instead of evenly spaced ones."""
         for v in np.linspace(*self.ylim, 5)[1:-1]:
             _, py = self.px(np.array([0]), np.array([v]))
             self.d.line([self.left, py[0], self.right, py[0]], fill=(230, 230, 230))
             self.d.text((self.left - 4, py[0]), f"{v:.3g}", fill="black", font=self.small, anchor="rm")
         if xticks:
-            for v in np.linspace(*self.xlim, 6)[1:-1]:
+            for v in np.linspace(*self.xlim, 6)[1:-1] if xvalues is None else xvalues:
                 px, _ = self.px(np.array([v]), np.array([0]))
                 self.d.text((px[0], self.bottom + 4), f"{v:.3g}", fill="black", font=self.small, anchor="mt")
 
@@ -171,7 +173,8 @@ def line_png(
         xlabel,
         ylabel,
     )
-    c.ticks()
+    distinct = np.unique(xs)
+    c.ticks(xvalues=distinct if len(distinct) <= 12 else None)  # few measured x: label exactly those
     entries = []
     for i, (label, x, y, err) in enumerate(series):
         col = category_color(i)
