@@ -123,6 +123,17 @@ def _restore(header: container.Header, flat: np.ndarray, path: str | Path | None
     return Segment(name=header.name, tokens=tokens, raw=raw, origin=str(path or header.name))
 
 
+def _fetch_shared(header: container.Header, own: SharedStore, store: SharedStore | None,
+                  path: str | Path | None) -> None:
+    """Put into ``own`` every blob the header names that it lacks, from the archive's ``store``."""
+    for ref in header.shared:
+        if ref not in own:
+            if store is None:
+                raise DrivelabError("needs shared state that is not in this file (encoded without "
+                                    "embedding it: pass --model FILE)", path)
+            own.put(store.get(ref))
+
+
 def decompress(data: bytes, path: str | Path | None = None, *, store: SharedStore | None = None,
                chain: Chain | None = None, progress: Any = None, **options: Any) -> Segment:
     """Container bytes -> Segment with the original .npy bytes; verifies the SHA-256. ``options``
@@ -134,12 +145,7 @@ def decompress(data: bytes, path: str | Path | None = None, *, store: SharedStor
             f"segment {solid[1]} of solid chain {solid[0]}: it starts from the model state its earlier "
             "segments leave, so decompress the whole archive folder", path)
     own = SharedStore(inline)
-    for ref in header.shared:
-        if ref not in own:
-            if store is None:
-                raise DrivelabError("needs shared state that is not in this file (encoded without "
-                                    "embedding it: pass --model FILE)", path)
-            own.put(store.get(ref))
+    _fetch_shared(header, own, store, path)
     try:
         frames = header.frames
     except (KeyError, TypeError, ValueError) as e:
@@ -172,11 +178,7 @@ def decompress_batch(items: list[tuple[bytes, str | Path | None]], progress: Any
     for (header, _, inline), path in parsed:
         for _, blob in SharedStore(inline).items():
             own.put(blob)
-        for ref in header.shared:
-            if ref not in own:
-                if store is None:
-                    raise DrivelabError("needs shared state that is not in this file", path)
-                own.put(store.get(ref))
+        _fetch_shared(header, own, store, path)
     with _decoding(where):
         flats = decode_batch([(pl, h.extra, h.frames) for (h, pl, _), _ in parsed], progress=progress,
                              store=own, **options)

@@ -412,8 +412,8 @@ def decode_batch(
     if any(m[1]["batch"]["id"] != batch["id"] for m in members):
         raise DrivelabError("decode_batch got segments of different batches")
     net = _model_for(first, store, model)
-    if net.cfg.to_dict() != first["model"]["config"]:
-        raise DrivelabError("embedded model config differs from the one recorded")
+    if net.cfg.to_dict() != first["model"]["config"]:  # a cached model built from another header
+        raise DrivelabError("the stored model's config differs from the one recorded")
     return decode_with(net, members, _check_runtime(first["runtime"], device), progress)
 
 
@@ -432,11 +432,10 @@ def decode_with(
     for payload, extra, n in members:
         if extra["model"]["sha256"] != first["model"]["sha256"]:
             raise DrivelabError("segments of one batch name different model weights")
-        words = payload
         r = int(extra["batch"]["row"])
         if not 0 <= r < rows or r in decoders or n > frames:
             raise DrivelabError("inconsistent batch layout in the header")
-        decoders[r] = constriction.stream.queue.RangeDecoder(np.frombuffer(words, "<u4").astype(np.uint32))
+        decoders[r] = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         lengths[r] = n
     x = np.zeros((rows, frames, 128), np.int64)
 
