@@ -256,18 +256,18 @@ def embed(
     }
     done = _start(out, meta, overwrite)
     todo = [it.name for it in items if it.name not in done]
-    from drivelab.seg.pipeline import batches as batched
+    from drivelab.seg.pipeline import batches
 
     # Flushes happen between batches: a chunk of rows is `chunk` rounded up to whole batches.
     # The local loop and Ray's actors get these same batches, hence the same numbers.
-    batches = list(batched(todo, batch))
+    jobs = list(batches(todo, batch))
     if ray is not None:
         from drivelab.cluster import map_chunks
 
         args = (ckpt, str(dataset), device, str(out), save_preds, workers)
-        results = map_chunks(EmbedWorker, batches, ray, ctor_args=args, progress=progress, desc="embed")
+        results = map_chunks(EmbedWorker, jobs, ray, ctor_args=args, progress=progress, desc="embed")
     else:
-        results = (worker(b) for b in batches)
+        results = (worker(b) for b in jobs)
     rows: list[dict] = []
     feats: list[np.ndarray] = []
     part = len(list((out / "chunks").glob("part-*.parquet")))
