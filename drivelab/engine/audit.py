@@ -86,16 +86,15 @@ class AuditWorker:
 
         import torch
 
+        from drivelab.seg.inference import predict_logprobs
+
         self._pool = self._pool or ThreadPoolExecutor(self.workers)
         items = [self.reader.item(n) for n in names]
         loaded = list(self._pool.map(lambda it: self.load(self.reader, it, self.size), items))
         with torch.no_grad():
             x = np.ascontiguousarray(np.stack([b for _, b, _ in loaded]).transpose(0, 3, 1, 2))
             x = torch.from_numpy(x).to(self.device).float().div_(255)
-            probs = torch.softmax(self.model(x).float(), 1)
-            if self.tta:  # as Predictor's tta: flip the padded input, flip the answer back
-                probs = (probs + torch.softmax(self.model(x.flip(3)).float(), 1).flip(3)) / 2
-            probs = probs.cpu().numpy()
+            probs = predict_logprobs(self.model, x, self.tta).exp().cpu().numpy()
         h, w = self.size
         return [(it, a, p[:, :h, :w], m[:h, :w])
                 for it, (a, _, m), p in zip(items, loaded, probs, strict=True)]

@@ -16,6 +16,7 @@ steps in numpy/OpenCV.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ from drivelab.seg.transforms import (
     logits_to_image_numpy,
     logits_to_image_torch,
 )
+
+
+@torch.no_grad()
+def predict_logprobs(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool = False
+) -> torch.Tensor:
+    """Log-probabilities (B, K, H, W) of a padded batch ``x``; with ``tta`` the mean, in
+    probability space, of the plain pass and the horizontally flipped one flipped back
+    (padding included, so the mirror lines up at any size). The one flip TTA of the torch paths:
+    training's validation, ``Predictor`` and the audit."""
+    logits = model(x).float()
+    if not tta:
+        return torch.log_softmax(logits, 1)
+    flipped = model(torch.flip(x, dims=[3])).float().flip(3)
+    probs = (torch.softmax(logits, 1) + torch.softmax(flipped, 1)) / 2
+    return torch.log(probs.clamp_min(1e-12))
 
 
 class Predictor:
@@ -123,13 +140,7 @@ class Predictor:
     def _logits_torch(self, images: list[np.ndarray]) -> torch.Tensor:
         x, net = eval_batch(images, self.model_input)
         x = torch.from_numpy(x).to(self.device, non_blocking=True)
-        logits = self._forward_torch(x)
-        if self.tta:
-            # flip(model(flip(x))) is back in x's coordinates, padding included (as in training's
-            # validation, drivelab.seg.semantic.predict_logprobs).
-            flipped = self._forward_torch(torch.flip(x, dims=[3])).flip(3)
-            probs = (logits.softmax(1) + flipped.softmax(1)) / 2
-            logits = torch.log(probs.clamp_min(1e-12))
+        logits = predict_logprobs(self._forward_torch, x, tta=True) if self.tta else self._forward_torch(x)
         return logits_to_image_torch(logits, net, images[0].shape[:2])
 
     def _logits_onnx(self, images: list[np.ndarray]) -> np.ndarray:
@@ -137,7 +148,7 @@ class Predictor:
         OpenMP pool, which then spins against onnxruntime's threads (measured: 33 -> 20 FPS)."""
         x, net = eval_batch(images, self.model_input)
         logits = self.session.run(None, {self._input_name: x})[0]
-        if self.tta:
+        if self.tta:  # predict_logprobs' rule, in numpy
             flipped = self.session.run(None, {self._input_name: np.ascontiguousarray(x[..., ::-1])})[0]
             flipped = flipped[..., ::-1]
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from drivelab.data.sample import Reader
 from drivelab.errors import DrivelabError
 from drivelab.schema import IGNORE, ClassSchema
+from drivelab.seg.inference import predict_logprobs
 
 
 def open_reader(data: str | Path, format: str | None = None, classes: str | None = None) -> Reader:
@@ -23,18 +24,6 @@ def open_reader(data: str | Path, format: str | None = None, classes: str | None
         return open_dataset(data, format, **opts)
     except TypeError:
         raise DrivelabError(f"classes={classes!r} does not apply to this dataset's format", data) from None
-
-
-@torch.no_grad()
-def predict_logprobs(model: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Log-probabilities (B, K, H, W); with ``tta`` the mean of the plain and the
-    horizontally flipped pass (in probability space)."""
-    logits = model(x).float()
-    if not tta:
-        return F.log_softmax(logits, 1)
-    flipped = model(torch.flip(x, dims=[3])).float().flip(3)
-    probs = (F.softmax(logits, 1) + F.softmax(flipped, 1)) / 2
-    return torch.log(probs.clamp_min(1e-12))
 
 
 class SemanticTask:
