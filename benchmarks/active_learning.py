@@ -222,7 +222,7 @@ def active_learning(args: argparse.Namespace, pool: tuple, test: tuple) -> dict:
             flush=True,
         )
         out = {}
-        for strategy in STRATEGIES:
+        for strategy in args.strategies:
             labelled, model, curve = seed_idx.copy(), m0, [base]
             for r in range(args.rounds):
                 t0 = time.time()
@@ -273,23 +273,24 @@ def labels_to_reach(labels: list[int], curve: np.ndarray, target: float) -> floa
 
 def summarise_al(al: dict) -> dict:
     labels = al["labels"]
-    curves = {s: np.array([al["seeds"][k][s]["curve"] for k in al["seeds"]]) for s in STRATEGIES}
+    ran = [s for s in STRATEGIES if all(s in v for v in al["seeds"].values())]
+    curves = {s: np.array([al["seeds"][k][s]["curve"] for k in al["seeds"]]) for s in ran}
     mean = {s: c.mean(0) for s, c in curves.items()}
     std = {s: c.std(0) for s, c in curves.items()}
     target = float(mean["random"][-1])
-    needed = {s: labels_to_reach(labels, mean[s], target) for s in STRATEGIES}
-    best = min((s for s in STRATEGIES if s != "random"), key=lambda s: needed[s] if needed[s] else 1e9)
+    needed = {s: labels_to_reach(labels, mean[s], target) for s in ran}
+    best = min((s for s in ran if s != "random"), key=lambda s: needed[s] if needed[s] else 1e9)
     return {
         "labels": labels,
         "n_seeds": len(al["seeds"]),
-        "mean": {s: mean[s].tolist() for s in STRATEGIES},
-        "std": {s: std[s].tolist() for s in STRATEGIES},
+        "mean": {s: mean[s].tolist() for s in ran},
+        "std": {s: std[s].tolist() for s in ran},
         "random_full": target,
         "labels_to_reach_random_full": needed,
         "best": best,
         "best_fraction_of_budget": (needed[best] / labels[-1]) if needed[best] else None,
         "night_labelled": {
-            s: float(np.mean([al["seeds"][k][s]["night"] for k in al["seeds"]])) for s in STRATEGIES
+            s: float(np.mean([al["seeds"][k][s]["night"] for k in al["seeds"]])) for s in ran
         },
         "pool_night": al["pool_night"],
         "pool": al["pool"],
@@ -532,7 +533,7 @@ def report(r: dict, args: argparse.Namespace) -> None:
                 args.images / "engine-active-learning.png",
                 [
                     (s, np.array(al["labels"]), np.array(al["mean"][s]), np.array(al["std"][s]))
-                    for s in STRATEGIES
+                    for s in al["mean"]
                 ],
                 title=f"Active learning on synth scenes, rare night (mean of {al['n_seeds']} seeds)",
                 xlabel="labelled images",
@@ -593,6 +594,8 @@ def main() -> None:
         "--al-seeds", default=None, help="active-learning seeds to run, e.g. 0 or 0,1,2 (default 0,1,2)"
     )
     p.add_argument("--steps", type=int, default=None, help="training steps per active-learning model (600)")
+    p.add_argument("--batch", type=int, default=20, help="labels bought per active-learning round (20)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma list; random is always run")
     p.add_argument("--prune-steps", type=int, default=None, help="training steps per pruning model (1000)")
     p.add_argument("--audit-steps", type=int, default=None, help="training steps per audit fold (3000)")
     p.add_argument("--audit-n", type=int, default=None, help="masks in the audit set (600)")
@@ -629,7 +632,12 @@ def main() -> None:
     args.prune_seeds = 1 if q else 2
     args.pool_n, args.test_n = (300, 100) if q else (600, 200)
     args.night = 0.06  # probability of a night scene in the pool: the rare condition
-    args.seed_size, args.batch, args.rounds = 20, 20, 4
+    args.seed_size = 20
+    if args.batch < 1 or 80 % args.batch:
+        p.error("--batch must divide the 80 labels bought after the seed")
+    args.rounds = 80 // args.batch  # a budget of 100 labels however they are bought
+    chosen = [s for s in args.strategies.split(",") if s in STRATEGIES and s != "random"]
+    args.strategies = ["random", *chosen]
     args.steps = args.steps or (120 if q else 600)
     args.prune_steps = args.prune_steps or (120 if q else 1000)
     args.audit_steps = args.audit_steps or (200 if q else 3000)

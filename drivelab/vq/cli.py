@@ -231,6 +231,9 @@ def train(
     dropout: float = typer.Option(0.3, help="Dropout on embeddings, attention and residual branches."),
     weight_decay: float = typer.Option(0.5, help="AdamW weight decay (matrices only)."),
     cond_drop: float = typer.Option(0.3, help="Share of conditioning tokens hidden while training."),
+    rollout_share: float = typer.Option(
+        0.5, help="Share of training windows that see the model's own sample of the previous frame, "
+        "flagged, so `vq imagine` rollouts keep moving (0: real frames only)."),
     steps: int = typer.Option(2000, help="Most optimiser steps (early stopping may end sooner)."),
     batch: int = cu.batch_option(8, "Windows per step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (warm-up, cosine decay)."),
@@ -257,13 +260,16 @@ def train(
     segs = [s[_frame_slice(train_frames)] for s in segs] if train_frames else segs
     if not 0 <= val_frac < 1:
         raise DrivelabError("--val-frac must be in [0, 1)")
+    if not 0 <= rollout_share <= 1:
+        raise DrivelabError("--rollout-share must be in [0, 1]")
     tr, va = split_holdout(segs, frames, val_frac)
     if all(len(s) < frames for s in tr):
         raise DrivelabError(f"segments are shorter than --frames {frames}", tokens_dir)
     try:
         cfg = GPTConfig(frames=frames, n_layer=layers, n_head=heads, n_embd=width, token_dim=token_dim,
-                        tied=not token_dim, dropout=dropout, cond=cond)
+                        tied=not token_dim, dropout=dropout, cond=cond, rollout=cond and rollout_share > 0)
         tc = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=weight_decay, cond_drop=cond_drop,
+                         rollout_share=rollout_share,
                          val_frac=val_frac, eval_every=eval_every, patience=patience, seed=seed)
     except ValueError as e:
         raise DrivelabError(str(e)) from None

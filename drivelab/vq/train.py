@@ -13,6 +13,15 @@ What makes it generalise (measured in docs/vq.md):
 * small defaults: 2 layers, width 64, one 16-wide token table shared by input, conditioning
   and output (``token_dim``), 1-frame windows (earlier frames come in through the
   conditioning): the size one segment supports.
+
+What keeps a rollout (``imagine``) moving: trained on real frames only, the model fed its own
+samples drifted towards a still image (63% of tokens repeated, real drives 34%), because a
+sampled frame repeats a little too much and the model reads repeats as "this scene is still".
+So a share of the training windows (``rollout_share``) see the model's *own* sample of the
+previous frame (scheduled sampling, every position drawn at once from one teacher-forced pass,
+as in Duckworth et al. 2019), with an input flag saying so (``GPTConfig.rollout``, like the
+noise-level input of GameNGen's noise augmentation). Coding and scoring set the flag to "real"
+and ``imagine`` to "sampled" from its second frame on, so one model serves both.
 """
 
 from __future__ import annotations
@@ -39,13 +48,14 @@ from drivelab.vq.gpt import (
     GPTConfig,
     cond_rows,
     cond_tokens,
+    frame_cond,
     frames_to_sequence,
 )
 
 
 def world_config(**overrides: Any) -> GPTConfig:
     """The world model ``drivelab vq train`` builds by default (measured in docs/vq.md)."""
-    cfg = dict(frames=1, n_layer=2, n_head=2, n_embd=64, token_dim=16, cond=True, dropout=0.3)
+    cfg = dict(frames=1, n_layer=2, n_head=2, n_embd=64, token_dim=16, cond=True, dropout=0.3, rollout=True)
     return GPTConfig(**{**cfg, **overrides})
 
 
@@ -58,6 +68,7 @@ class TrainConfig:
     cond_drop: float = 0.3  # share of conditioning tokens replaced by PAD while training
     val_frac: float = 0.1  # last share of each segment's frames, held out for early stopping
     reverse: bool = False  # augmentation: also train on every segment played backwards
+    rollout_share: float = 0.5  # share of windows given the model's own previous frame (rollout models)
     eval_every: int = 250
     patience: int = 4  # evaluations without improvement before stopping
     seed: int = 0
@@ -86,12 +97,13 @@ class Windows:
 
 
 def _loss(
-    model: GPT, frames: torch.Tensor, cond: torch.Tensor | None, reduction: str = "mean"
+    model: GPT, frames: torch.Tensor, cond: torch.Tensor | None, reduction: str = "mean",
+    sampled: torch.Tensor | bool = False,
 ) -> torch.Tensor:
     dev = model.transformer.wte.weight.device
     seq = frames_to_sequence(frames.to(dev))
     c = cond[:, :-1].to(dev) if cond is not None else None
-    logits = model(seq[:, :-1], cond=c)
+    logits = model(seq[:, :-1], cond=c, sampled=torch.as_tensor(sampled).to(dev))
     targets = seq[:, 1:].clone()
     targets[targets == BOS] = -100  # BOS is given, never predicted
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
@@ -109,6 +121,39 @@ def evaluate_bits(model: GPT, windows: Windows, batch_size: int = 16) -> float:
             n += f.numel()
     model.train(was)
     return total / max(n, 1) / math.log(2)
+
+
+@torch.no_grad()
+def own_previous_frames(
+    model: GPT, data: Windows, ids: list[int], cond: torch.Tensor, share: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a ``share`` of 1-frame windows ``ids`` (those with a previous frame), rebuild the
+    conditioning ``cond`` (B, 129, 14) around the model's own sample of the previous frame: every
+    position drawn at once from one teacher-forced pass over the real previous frame (its own
+    conditioning real, eval mode, temperature 1). Returns the conditioning and the rollout flags."""
+    picked = [data.index[i] for i in ids]
+    draw = (torch.rand(len(ids), generator=gen) < share).tolist()
+    rows = [b for b, (_, t) in enumerate(picked) if t >= 1 and draw[b]]
+    flags = torch.zeros(len(ids), dtype=torch.bool)
+    if not rows:
+        return cond, flags
+    windows = [(data.segments[picked[b][0]], picked[b][1]) for b in rows]
+    dev = model.transformer.wte.weight.device
+    prev = torch.from_numpy(np.stack([x[t - 1] for x, t in windows]))[:, None]
+    prev_cond = torch.from_numpy(np.stack([cond_tokens(x, t - 1, 1)[:-1] for x, t in windows]))
+    was = model.training
+    model.eval()
+    # input position j (BOS, then tokens 0..126) predicts token j of the previous frame
+    logits = model(frames_to_sequence(prev.to(dev))[:, :-1], cond=prev_cond.to(dev))[..., :PAD]
+    model.train(was)
+    probs = torch.softmax(logits.float().cpu().reshape(-1, PAD), -1)
+    own = torch.multinomial(probs, 1, generator=gen).reshape(len(rows), -1).numpy()
+    cond = cond.clone()
+    for i, b in enumerate(rows):
+        x, t = windows[i]
+        cond[b] = torch.from_numpy(frame_cond(own[i], x[t - 2] if t >= 2 else None, x[t]))
+        flags[b] = True
+    return cond, flags
 
 
 def split_holdout(segments: list[np.ndarray], frames: int, val_frac: float) -> tuple[list, list]:
@@ -143,6 +188,10 @@ def train(
     if not len(data):
         raise DrivelabError(f"no training window of {cfg.frames} frames: segments are too short")
     val = Windows(val_segments, cfg.frames, cfg.cond)
+    rollout = cfg.rollout and tc.rollout_share > 0
+    if rollout and cfg.frames != 1:
+        raise DrivelabError("training on the model's own previous frames needs 1-frame windows "
+                            "(--frames 1, or --rollout-share 0)")
     model = GPT(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wpe" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wpe" not in n)]
@@ -159,9 +208,12 @@ def train(
             g["lr"] = tc.lr * min(1.0, step / warm) * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
         idx = torch.randint(len(data), (tc.batch_size,), generator=gen)
         frames, c = data.batch(idx.tolist())
+        flags = torch.zeros(len(idx), dtype=torch.bool)
+        if rollout:
+            c, flags = own_previous_frames(model, data, idx.tolist(), c, tc.rollout_share, gen)
         if c is not None and tc.cond_drop:
             c = c.masked_fill(torch.rand(c.shape, generator=gen) < tc.cond_drop, PAD)
-        loss = _loss(model, frames, c)
+        loss = _loss(model, frames, c, sampled=flags)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -257,7 +309,8 @@ def imagine(
         if cond:  # the frame's own rows are built as its tokens appear (cond_rows reads only j < k)
             past = cond_tokens(x, s, t - s) if t > s else np.empty((0, COND_SLOTS), np.int64)
             ct = torch.from_numpy(np.concatenate([past, _row(x, t, 0)]))[None].to(dev)
-        logits = model(seq, caches, 0, ct)[0, -1]
+        own = t > n0  # the previous frame is one this rollout sampled
+        logits = model(seq, caches, 0, ct, sampled=own)[0, -1]
         pos = seq.shape[1]
         for j in range(128):
             p = torch.softmax(logits[:1024].float() / temperature, dim=0)
@@ -265,6 +318,6 @@ def imagine(
             if j < 127:
                 tok = torch.tensor([[x[t, j]]], device=dev)
                 c = torch.from_numpy(_row(x, t, j + 1))[None].to(dev) if cond else None
-                logits = model(tok, caches, pos, c)[0, -1]
+                logits = model(tok, caches, pos, c, sampled=own)[0, -1]
                 pos += 1
     return x[n0:].astype(np.int16)
