@@ -133,14 +133,13 @@ class InstanceEmbedder:
     def __call__(
         self, images: list[np.ndarray], counts: list[int | None]
     ) -> tuple[np.ndarray, list[dict], None]:
-        from drivelab.seg.instance.model import pooled_features
+        from drivelab.seg.instance.model import predict_with_features
 
         x = [
             torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(self.device).float().div_(255)
             for im in images
         ]
-        feats = pooled_features(self.model, x)
-        outputs = self.model(x)
+        outputs, feats = predict_with_features(self.model, x)
         rows = []
         for o, n in zip(outputs, counts, strict=True):
             s = o["scores"].float().clamp(1e-6, 1 - 1e-6)

@@ -262,3 +262,36 @@ def test_the_engine_embeds_a_protoseg_checkpoint(trained_run, tote_sets, tmp_pat
     assert np.isfinite(np.asarray(t.features)).all()
     assert (df["instances"] > 0).all() and (df["pred_instances"] >= 0).all()
     assert t.meta["task"] == "instance"
+
+
+@pytest.mark.parametrize("name", ["protoseg", "maskrcnn"])
+def test_predictions_and_embedding_from_one_backbone_pass(name):
+    """The data engine's embedding comes from the pass that predicts: the same predictions as
+    model(images), and the same pooled levels as running the backbone on its own."""
+    from drivelab.seg.instance.model import predict_with_features
+
+    torch.manual_seed(0)
+    if name == "protoseg":
+        model = tiny().eval()
+    else:
+        spec = model_spec(3, "mobilenet_v3_small", (64, 64), mask_channels=16, mask_layers=1, box_repr=64)
+        model = build_instance_model(**spec).eval()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    calls = []
+    backbone = model.inference_net().backbone if name == "protoseg" else model.backbone
+    backbone.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        out, feats = predict_with_features(model, images)
+        assert len(calls) == 1
+        want = model(images)
+        if name == "protoseg":
+            x, _ = model.input_batch(images)
+            levels = backbone((x - model.mean) / model.std)
+            maps = [levels[lv] for lv in model.levels]
+        else:
+            batch, _ = model.transform(images)
+            maps = list(model.backbone(batch.tensors).values())
+    alone = torch.cat([f.mean(dim=(2, 3)) for f in maps], 1)
+    assert feats.shape == (2, alone.shape[1]) and torch.allclose(feats, alone)
+    for a, b in zip(out, want, strict=True):
+        assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])

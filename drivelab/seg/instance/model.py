@@ -59,14 +59,26 @@ def build_instance_model(
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, images: list[torch.Tensor]) -> torch.Tensor:
-    """(B, C) embedding of images (3, H, W) in [0, 1]: the feature levels the model's heads read,
-    average-pooled and concatenated (ProtoSeg: its backbone levels; Mask R-CNN: every FPN level)."""
-    if hasattr(model, "pooled_features"):
-        return model.pooled_features(images)
-    batch, _ = model.transform(images)
-    levels = model.backbone(batch.tensors)
-    return torch.cat([f.float().mean(dim=(2, 3)) for f in levels.values()], dim=1)
+def predict_with_features(
+    model: nn.Module, images: list[torch.Tensor]
+) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+    """``model(images)`` (eval mode) and the (B, C) embedding of the images from one backbone
+    pass: a forward hook keeps what the backbone returns while the model predicts. The embedding
+    is the feature levels the model's heads read, average-pooled and concatenated (ProtoSeg: its
+    backbone levels; Mask R-CNN: every FPN level)."""
+    # ProtoSeg predicts with its BatchNorm-folded copy: hook the backbone that really runs
+    backbone = model.inference_net().backbone if hasattr(model, "inference_net") else model.backbone
+    kept: list[Any] = []
+    handle = backbone.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    try:
+        outputs = model(images)
+    finally:
+        handle.remove()
+    if len(kept) != 1:
+        raise RuntimeError(f"expected one backbone pass, saw {len(kept)}")
+    levels = kept[0]
+    maps = list(levels.values()) if isinstance(levels, dict) else [levels[lv] for lv in model.levels]
+    return outputs, torch.cat([f.float().mean(dim=(2, 3)) for f in maps], dim=1)
 
 
 def build_protoseg(

@@ -274,13 +274,6 @@ class ProtoSeg(nn.Module):
         return pad_batch(scaled), sizes
 
     @torch.no_grad()
-    def pooled_features(self, images: list[Tensor]) -> Tensor:
-        """(B, C): every backbone level the head reads, average-pooled and concatenated (the data
-        engine's embedding of an image)."""
-        x, _ = self.input_batch(images)
-        feats = self.inference_net().backbone((x - self.mean) / self.std)
-        return torch.cat([feats[lv].float().mean(dim=(2, 3)) for lv in self.levels], 1)
-
     @torch.no_grad()
     def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         from torchvision.ops import batched_nms, clip_boxes_to_image
