@@ -354,10 +354,10 @@ def _dense_rows(x: np.ndarray, i: int, dense: np.ndarray, mem: np.ndarray) -> No
         hist = mem[O_MISC + 4 : O_MISC + 4 + 65]
         hist[:] = 0
         adj = D_ADJ + p1 * V
-        nz = int(dense[D_DEG + p1])
-        for q in range(nz):
+        deg = int(dense[D_DEG + p1])
+        for q in range(deg):
             hist[min(int(dense[o + dense[adj + q]]), 64)] += 1
-        deg = nz
+        nz = deg
         thr = 1  # the smallest weight with at most TT_ROWS partners at or above it
         while nz > TT_ROWS and thr < 64:
             nz -= hist[thr]

@@ -103,7 +103,7 @@ def _loss(
     dev = model.transformer.wte.weight.device
     seq = frames_to_sequence(frames.to(dev))
     c = cond[:, :-1].to(dev) if cond is not None else None
-    logits = model(seq[:, :-1], cond=c, sampled=torch.as_tensor(sampled).to(dev))
+    logits = model(seq[:, :-1], cond=c, sampled=sampled)
     targets = seq[:, 1:].clone()
     targets[targets == BOS] = -100  # BOS is given, never predicted
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)

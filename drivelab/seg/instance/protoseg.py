@@ -274,7 +274,6 @@ class ProtoSeg(nn.Module):
         return pad_batch(scaled), sizes
 
     @torch.no_grad()
-    @torch.no_grad()
     def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         from torchvision.ops import batched_nms, clip_boxes_to_image
 
