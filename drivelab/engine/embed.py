@@ -3,7 +3,10 @@
 Every image is resized to the checkpoint's training size (as in training), padded to /32 and run
 through the model in batches. Per image:
 
-    features     semantic: the deepest encoder map (``model.encode``) average-pooled to (C,);
+    features     semantic: every encoder stage (``model.stages``) average-pooled and concatenated,
+                 shallowest first. The deepest map keeps what the task needs and drops appearance
+                 (a night scene pools like a day scene there); the shallow ones keep lighting,
+                 weather and camera, the conditions a curator looks for.
                  instance: the levels the model's heads read, average-pooled and concatenated
     loss, miou   cross-entropy and IoU against the label (at training size), NaN when unlabelled
     entropy      mean per-pixel entropy of the softmax, divided by log K (0 sure .. 1 uniform)
@@ -106,7 +109,7 @@ class SemanticEmbedder:
             .float()
             .div_(255)
         )
-        feats = self.model.encode(x).float().mean(dim=(2, 3))
+        feats = torch.cat([m.float().mean(dim=(2, 3)) for m in self.model.stages(x)], dim=1)
         logits = self.model(x).float()
         rows = prediction_stats(logits, masks, self.schema.names)
         preds = logits.argmax(1).to(torch.uint8).cpu().numpy()

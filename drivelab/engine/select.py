@@ -10,6 +10,12 @@
                distance-to-labelled x uncertainty, i.e. high-loss regions that are still sparse.
                Uncertainty is the entropy rank, averaged with the loss predicted from the
                nearest labelled neighbours when the table has losses of labelled images
+    clusters   cluster-balanced uncertainty in the spirit of Cluster-Margin (Citovsky et al. 2021):
+               k-means on the pool's features, the 10 x budget most uncertain candidates kept,
+               then a round robin over their clusters, fewest candidates first, each turn the most
+               uncertain member. A condition that forms its own cluster (night, rain, a tunnel)
+               gets a turn per round like the common scenes do, while top-k uncertainty spends a
+               whole batch on the scene type the model happens to doubt most
 
 ``select_indices`` returns row indices in pick order (the first is the most wanted).
 """
@@ -20,7 +26,7 @@ import numpy as np
 
 from drivelab.errors import DrivelabError
 
-STRATEGIES = ("random", "entropy", "margin", "kcenter", "combined")
+STRATEGIES = ("random", "entropy", "margin", "kcenter", "combined", "clusters")
 
 
 def rank01(v: np.ndarray) -> np.ndarray:
@@ -77,6 +83,43 @@ def kcenter_greedy(
         np.minimum(mind, np.sqrt(np.maximum(d2, 0.0)), out=mind)
         mind[j] = 0.0
     return candidates[picked]
+
+
+def cluster_round_robin(
+    x: np.ndarray,
+    candidates: np.ndarray,
+    rows: np.ndarray,
+    budget: int,
+    doubt: np.ndarray,
+    seed: int = 0,
+    shortlist: int = 10,
+    fit_rows: int = 20000,
+) -> np.ndarray:
+    """Pick ``budget`` of ``candidates`` (indices into ``x``): k-means (k = budget, at least 2) on
+    ``rows`` (the pool: candidates and labelled), the ``shortlist`` x budget candidates with the
+    highest ``doubt`` (per candidate), then clusters in order of how few shortlisted members they
+    have, one pick per cluster per turn, each the cluster's most doubtful member left.
+
+    k-means is fitted on at most ``fit_rows`` rows sampled from the pool (seeded) and assigns the
+    shortlist only, so a 1M-row pool costs one small fit and one (shortlist, k) distance matrix."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    doubt = np.where(np.isfinite(doubt), doubt, -np.inf)
+    # Random tie-break so equal scores do not favour the table order.
+    order = np.lexsort((rng.random(len(candidates)), -doubt))[: min(len(candidates), shortlist * budget)]
+    fit = rows if len(rows) <= fit_rows else rng.choice(rows, fit_rows, replace=False)
+    k = int(min(len(fit), max(2, budget)))
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x[fit])
+    cluster = km.predict(x[candidates[order]])
+    groups = [order[cluster == c].tolist() for c in range(k)]  # each most doubtful first
+    groups = sorted((g for g in groups if g), key=len)
+    picked: list[int] = []
+    while len(picked) < budget:
+        for g in groups:
+            if g and len(picked) < budget:
+                picked.append(g.pop(0))
+    return candidates[np.array(picked, dtype=np.int64)]
 
 
 def knn_predict(
@@ -141,6 +184,14 @@ def select_indices(
     del px
     if strategy == "kcenter":
         return kcenter_greedy(x, labelled, candidates, budget, seed=seed)
+    if strategy == "clusters":
+        if entropy is not None and np.isfinite(entropy[candidates]).any():
+            doubt = entropy[candidates]
+        elif margin is not None and np.isfinite(margin[candidates]).any():
+            doubt = -margin[candidates]
+        else:
+            raise DrivelabError("strategy 'clusters' needs an 'entropy' or 'margin' column")
+        return cluster_round_robin(x, candidates, rows, budget, doubt, seed=seed)
     weight = uncertainty_weight(x, candidates, labelled, entropy, margin, loss)
     return kcenter_greedy(x, labelled, candidates, budget, weight=weight, seed=seed)
 

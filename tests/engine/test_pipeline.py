@@ -135,7 +135,7 @@ def test_map_with_nan_features_is_explicit(embedded: Path, tmp_path: Path):
     assert names[5] not in chosen and len(chosen) == 3
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "kcenter", "combined"])
+@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "kcenter", "combined", "clusters"])
 def test_select_strategies_choose_unlabelled(embedded: Path, tmp_path: Path, strategy: str):
     out = tmp_path / "next.txt"
     r = invoke("select", embedded, "--budget", 4, "--strategy", strategy, "--out", out)
@@ -320,3 +320,27 @@ def test_audit_tta_scores_an_image_and_its_mirror_alike(engine_run: Path, engine
     (_, _, p0, _), (_, _, q0, _) = AuditWorker(ckpt, str(data), "cpu", 0.1, tta=False).probabilities(names)
     assert np.abs(p0 - q0[..., ::-1]).max() > 1e-3
     assert np.abs((p0 + q0[..., ::-1]) / 2 - p).max() < 1e-5  # the mean of the two passes
+
+
+def test_semantic_features_pool_every_encoder_stage():
+    # The embedding is every stage average-pooled, shallowest first: the shallow maps carry the
+    # lighting a night scene differs by, which the deepest map (encode) averages away.
+    from drivelab.engine.embed import SemanticEmbedder
+    from drivelab.schema import comma10k
+    from drivelab.seg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", 5, encoder="tu-mobilenetv3_small_050").eval()
+    rng = np.random.default_rng(0)
+    day = rng.integers(120, 255, (1, 64, 128, 3), dtype=np.uint8)
+    images = np.concatenate([day, day // 4])  # the same scene, darker
+    feats, rows, preds = SemanticEmbedder(model, comma10k())(images, [None, None])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        stages, deepest = model.stages(x), model.encode(x)
+    widths = [s.shape[1] for s in stages]
+    assert feats.shape == (2, sum(widths)) and len(rows) == 2 and preds.shape == (2, 64, 128)
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(feats[:, : widths[0]], stages[0].mean((2, 3)).numpy(), **tol)
+    np.testing.assert_allclose(feats[:, -widths[-1] :], deepest.mean((2, 3)).numpy(), **tol)
+    assert not np.allclose(feats[0, : widths[0]], feats[1, : widths[0]])

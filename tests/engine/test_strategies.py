@@ -63,6 +63,28 @@ def test_combined_prefers_uncertain_images_in_sparse_regions():
     assert len(set(picks)) == 4
 
 
+def test_clusters_gives_a_rare_well_separated_group_its_turn():
+    # A common scene type (200 rows) with a few images the model doubts most, and a rare one (20
+    # rows, far away in feature space) it doubts a little less: top-k entropy spends the whole
+    # batch on the common type, the cluster round robin gives the rare group picks in its first pass.
+    x = blobs(sizes=(200, 20), gap=10.0)
+    rng = np.random.default_rng(2)
+    entropy = np.concatenate([rng.uniform(0.3, 1.0, 200), rng.uniform(0.8, 0.9, 20)])
+    labelled = np.arange(0, 10)
+    cand = np.arange(10, 220)
+    assert not (select_indices("entropy", 8, cand, entropy=entropy) >= 200).any()
+    picks = select_indices("clusters", 8, cand, features=x, labelled=labelled, entropy=entropy, seed=0)
+    assert len(set(picks)) == 8 and set(picks) <= set(cand)
+    assert (picks >= 200).sum() >= 1
+    assert int(cand[np.argmax(entropy[cand])]) in picks  # the most doubtful image's cluster has a turn
+    # Margin stands in when there is no entropy; neither is an error naming the strategy.
+    margin = 1 - entropy
+    by_margin = select_indices("clusters", 8, cand, features=x, labelled=labelled, margin=margin, seed=0)
+    assert set(by_margin) == set(picks)
+    with pytest.raises(DrivelabError, match="'clusters' needs an 'entropy' or 'margin'"):
+        select_indices("clusters", 8, cand, features=x, labelled=labelled)
+
+
 def test_random_is_seeded_and_bad_budgets_fail_clearly():
     cand = np.arange(20)
     a = select_indices("random", 5, cand, seed=3)

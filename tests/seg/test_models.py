@@ -26,8 +26,13 @@ def test_contract(name: str, kwargs: dict) -> None:
     with torch.no_grad():
         logits = model(x)
         feats = model.encode(x)
+        stages = model.stages(x)
     assert logits.shape == (2, 5, 64, 96)
     assert feats.ndim == 4 and feats.shape[0] == 2 and feats.shape[2] < 64
+    # The stages run shallow to deep (no identity stage: not the 3-channel input) and end in encode.
+    torch.testing.assert_close(stages[-1], feats)
+    assert all(s.shape[1] != 3 or s.shape[2] < 64 for s in stages)
+    assert [s.shape[2] for s in stages] == sorted((s.shape[2] for s in stages), reverse=True)
     # Normalisation is inside the model: the net sees (x - mean) / std.
     with torch.no_grad():
         inner = model.net((x - model.mean) / model.std)

@@ -5,7 +5,8 @@ segmentation-models-pytorch architecture (``unet``, ``unetplusplus``, ``fpn``,
 ``deeplabv3plus``, ``segformer``, ...) with ``encoder=`` any smp encoder or ``tu-<timm model>``.
 
 Every model takes (B, 3, H, W) floats in [0, 1] (H, W multiples of 32), normalises inside,
-returns logits (B, K, H, W) and exposes ``encode(x)`` (deepest feature map).
+returns logits (B, K, H, W) and exposes ``stages(x)`` (the encoder's maps) and ``encode(x)``
+(the deepest).
 
 ``weights``: ``None``/"random" (random init), a local ``.pth``/``.pt`` file (a state dict of the
 whole model, of the smp encoder, or a drivelab checkpoint), or a download name such as

@@ -1,7 +1,8 @@
 """What every drivelab semantic model is: [0, 1] RGB in, logits at input size out.
 
 Normalisation lives inside the model (so an exported ONNX graph carries it too) and every
-model exposes ``encode(x)``, the deepest feature map, for embeddings and the data engine.
+model exposes ``stages(x)``, its encoder's feature maps from the first convolution to the deepest,
+and ``encode(x)``, the deepest of them, for embeddings and the data engine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class SegModel(nn.Module):
         """(B, 3, H, W) in [0, 1], H and W multiples of 32 -> logits (B, K, H, W)."""
         return self.net(self.normalize(x))
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> the encoder's feature maps, shallowest first (no identity
+        stage: the first map is a convolution's output)."""
+        raise NotImplementedError
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> deepest feature map (B, C, H/32, W/32)."""
-        raise NotImplementedError
+        return self.stages(x)[-1]

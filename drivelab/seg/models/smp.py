@@ -43,7 +43,8 @@ def check_encoder(encoder: str) -> None:
 
 
 class SmpModel(SegModel):
-    """An smp model behind the drivelab contract. ``encode`` is the encoder's deepest stage."""
+    """An smp model behind the drivelab contract. ``stages`` are the encoder's maps without smp's
+    identity stage 0 (the input itself); ``encode`` is the deepest."""
 
     def __init__(self, arch: str, num_classes: int, encoder: str | None = None,
                  encoder_weights: str | None = None, **kwargs) -> None:
@@ -61,5 +62,5 @@ class SmpModel(SegModel):
         else:
             super().__init__(net)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.encoder(self.normalize(x))[-1]
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.net.encoder(self.normalize(x))[1:])

@@ -62,11 +62,12 @@ class UNetNet(nn.Module):
 
 
 class PlainUNet(SegModel):
-    """From-scratch U-Net. ``encode`` returns the bottleneck (stride 2**depth)."""
+    """From-scratch U-Net. ``stages`` are the stem and every downsampling block; ``encode`` is the
+    bottleneck (stride 2**depth)."""
 
     def __init__(self, num_classes: int, base: int = 64, depth: int = 4, bilinear: bool = False,
                  dropout: float = 0.0) -> None:
         super().__init__(UNetNet(num_classes, base=base, depth=depth, bilinear=bilinear, dropout=dropout))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.encode(self.normalize(x))[-1]
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net.encode(self.normalize(x))
