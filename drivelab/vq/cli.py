@@ -267,7 +267,7 @@ def train(
         raise DrivelabError(f"segments are shorter than --frames {frames}", tokens_dir)
     try:
         cfg = GPTConfig(frames=frames, n_layer=layers, n_head=heads, n_embd=width, token_dim=token_dim,
-                        tied=not token_dim, dropout=dropout, cond=cond, rollout=cond and rollout_share > 0)
+                        tied=not token_dim, dropout=dropout, cond=cond, rollout=cond)
         tc = TrainConfig(steps=steps, batch_size=batch, lr=lr, weight_decay=weight_decay, cond_drop=cond_drop,
                          rollout_share=rollout_share,
                          val_frac=val_frac, eval_every=eval_every, patience=patience, seed=seed)

@@ -30,7 +30,7 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,11 @@ def train(
     if not len(data):
         raise DrivelabError(f"no training window of {cfg.frames} frames: segments are too short")
     val = Windows(val_segments, cfg.frames, cfg.cond)
-    rollout = cfg.rollout and tc.rollout_share > 0
+    if cfg.rollout and tc.rollout_share == 0:
+        # The flag is decided here, once: a model never shown its own frames gets no flag, so
+        # ``imagine`` cannot feed it an embedding that was never trained.
+        cfg = replace(cfg, rollout=False)
+    rollout = cfg.rollout
     if rollout and cfg.frames != 1:
         raise DrivelabError("training on the model's own previous frames needs 1-frame windows "
                             "(--frames 1, or --rollout-share 0)")

@@ -152,7 +152,9 @@ def test_training_samples_previous_frames_only_for_rollout_models(monkeypatch, r
     train([x], [], SMALL, TrainConfig(steps=5, rollout_share=0.5))
     assert len(calls) == 5 and {s for s, _ in calls} == {0.5} and sum(n for _, n in calls) > 0
     calls.clear()
-    train([x], [], SMALL, TrainConfig(steps=5, rollout_share=0.0))
+    # Share 0 on a rollout config: no sampling and no flag left untrained in the model.
+    model, _ = train([x], [], SMALL, TrainConfig(steps=5, rollout_share=0.0))
+    assert SMALL.rollout and not model.cfg.rollout and not hasattr(model, "rollout_emb")
     train([x], [], world_config(rollout=False), TrainConfig(steps=5))
     assert not calls
     with pytest.raises(DrivelabError, match="1-frame windows"):
