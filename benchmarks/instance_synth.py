@@ -22,6 +22,13 @@ deployment threshold (score >= 0.25, ultralytics' predict default).
 
     python benchmarks/instance_synth.py [--minutes 8] [--train 256] [--val 32] [--size 128]
         [--threads 1] [--peer yolo11n-seg] [--which both|drivelab|peer] [--out DIR] [--json PATH]
+        [--second-val 256] [--second-seed 3]
+    python benchmarks/instance_synth.py --out DIR --rescore --second-seed 4   # kept weights, new totes
+
+Both final models are also scored on a second, larger held-out set of another seed
+(``--second-val`` totes, seed ``--second-seed``): 32 totes hold ~180 objects, so a count of 4 or
+5 merges is within noise; 256 totes hold ~1,500. ``--rescore`` scores the weights a run kept in
+``--out`` again (both sets and the speed rows) without training.
 
 Each side runs in its own process (ultralytics changes process-wide OpenCV and torch settings).
 """
@@ -61,6 +68,18 @@ def make_sets(out: Path, n_train: int, n_val: int, size: int) -> tuple[Path, Pat
     return train, val
 
 
+def second_set(out: Path, n: int, seed: int, size: int) -> Path | None:
+    """The larger held-out set of another seed (``--second-val``), scored with the same weights."""
+    from drivelab.data.synth import synth_dataset
+
+    if n <= 0:
+        return None
+    root = out / f"val2_{n}_{seed}"
+    if not (root / "synth.json").exists():
+        synth_dataset("coco", root, n=n, size=(size, size), seed=seed, split="val")
+    return root
+
+
 def val_reader(val_root: Path):
     from drivelab.data import open_dataset
     from drivelab.seg.instance.evaluate import split_reader
@@ -90,6 +109,42 @@ def images_per_s(predict, images: list[np.ndarray], passes: int) -> tuple[float,
         wall = min(wall, time.perf_counter() - t0)
         cpu = min(cpu, time.process_time() - c0)
     return len(images) / wall, len(images) / cpu
+
+
+def evaluate_side(args: argparse.Namespace, predict_at, to_results, val_root: Path) -> dict:
+    """Both sides the same way: COCO results from ``predict_at(args.conf)`` on the held-out totes
+    (and on the ``--second-val`` set when there is one), scored by ``score``; then the speed rows
+    on the held-out totes. ``to_results(prediction, image_id)`` -> COCO result dicts."""
+    sets = {"metrics": val_root, "metrics_second": second_set(args.out, args.second_val, args.second_seed,
+                                                              args.size)}
+    found: dict = {}
+    for key, root in sets.items():
+        if root is None:
+            continue
+        reader = val_reader(root)
+        predict, results = predict_at(args.conf), []
+        for it in reader.items:
+            results += to_results(predict(reader.load_image(it)), it.meta["image_id"])
+        found[key] = score(reader, results)
+    reader = val_reader(val_root)
+    images = [reader.load_image(it) for it in reader.items]
+    ips, ips_cpu = images_per_s(predict_at(args.conf), images, args.speed_passes)
+    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
+    return {
+        **found,
+        "images_per_s": ips,
+        "images_per_s_deploy": ips_deploy,
+        "images_per_cpu_s": ips_cpu,
+        "images_per_cpu_s_deploy": ips_deploy_cpu,
+    }
+
+
+def rescored(args: argparse.Namespace, side: str, evaluated: dict) -> dict:
+    """``--rescore``: the training rows of the kept run's side JSON with new scores."""
+    kept = args.out / f"{side}.json"
+    if not kept.exists():
+        raise SystemExit(f"--rescore: {kept} is missing (run the benchmark with --out {args.out} first)")
+    return {**json.loads(kept.read_text()), **evaluated}
 
 
 # --------------------------------------------------------------------------- drivelab
@@ -127,39 +182,37 @@ def run_drivelab(args: argparse.Namespace, train_root: Path, val_root: Path, out
     from drivelab.seg.trainer import train
 
     torch.set_num_threads(args.threads)
-    base = [f"data={train_root}", f"val_data={val_root}", f"out={out / 'runs'}", "name=drivelab",
-            f"size=[{args.size}, {args.size}]", *args.override]
-    cfg = load_config(args.preset, base)
-    task = get_task("instance")
-    schema = task.schema(cfg)
-    per_step = calibrate(task, cfg, schema)
-    budget = args.minutes * 60
-    # ~3% for data loading and the final validation, which the calibration does not see
-    steps = max(10, int(budget / (per_step * 1.03)))
-    log(f"drivelab: calibration {per_step:.3f} s/step -> max_steps={steps}")
-    cfg = load_config(args.preset, base + [f"max_steps={steps}", f"eval_every={steps}",
-                                           f"max_minutes={args.minutes:.3f}"])
-    t0 = time.perf_counter()
-    run = train(cfg, progress=not args.no_progress)
-    train_s = time.perf_counter() - t0
-    done = int(pd.read_csv(run / "metrics.csv")["step"].max())
+    run = out / "runs" / "drivelab"
+    if not args.rescore:
+        base = [f"data={train_root}", f"val_data={val_root}", f"out={out / 'runs'}", "name=drivelab",
+                f"size=[{args.size}, {args.size}]", *args.override]
+        cfg = load_config(args.preset, base)
+        task = get_task("instance")
+        schema = task.schema(cfg)
+        per_step = calibrate(task, cfg, schema)
+        budget = args.minutes * 60
+        # ~3% for data loading and the final validation, which the calibration does not see
+        steps = max(10, int(budget / (per_step * 1.03)))
+        log(f"drivelab: calibration {per_step:.3f} s/step -> max_steps={steps}")
+        cfg = load_config(args.preset, base + [f"max_steps={steps}", f"eval_every={steps}",
+                                               f"max_minutes={args.minutes:.3f}"])
+        t0 = time.perf_counter()
+        run = train(cfg, progress=not args.no_progress)
+        train_s = time.perf_counter() - t0
+        done = int(pd.read_csv(run / "metrics.csv")["step"].max())
 
     model, schema, ckpt = load_instance_model(run / "last.pt")
-    reader = val_reader(val_root)
-    images = [reader.load_image(it) for it in reader.items]
-    ids = [it.meta["image_id"] for it in reader.items]
 
     def predict_at(conf: float):
         model.score_thresh = conf
         return lambda im: predict_images(model, [im])[0]
 
-    predict = predict_at(args.conf)
-    results = []
-    for im, image_id in zip(images, ids, strict=True):
-        results += to_coco_results(predict(im), image_id, model.category_ids)
-    metrics = score(reader, results)
-    ips, ips_cpu = images_per_s(predict, images, args.speed_passes)
-    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
+    def to_results(pred, image_id: int) -> list[dict]:
+        return to_coco_results(pred, image_id, model.category_ids)
+
+    evaluated = evaluate_side(args, predict_at, to_results, val_root)
+    if args.rescore:
+        return rescored(args, "drivelab", evaluated)
     spec = ckpt["model_spec"]
     return {
         "name": f"drivelab {spec['name']} {spec['backbone']}",
@@ -167,11 +220,7 @@ def run_drivelab(args: argparse.Namespace, train_root: Path, val_root: Path, out
         "train_s": train_s,
         "steps": done,
         "images_seen": done * cfg.batch_size,
-        "images_per_s": ips,
-        "images_per_s_deploy": ips_deploy,
-        "images_per_cpu_s": ips_cpu,
-        "images_per_cpu_s_deploy": ips_deploy_cpu,
-        "metrics": metrics,
+        **evaluated,
     }
 
 
@@ -247,18 +296,17 @@ def run_peer(args: argparse.Namespace, train_root: Path, val_root: Path, out: Pa
         f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
         + "".join(f"  {c['id'] - 1}: {c['name']}\n" for c in names)
     )
-    model = YOLO(f"{args.peer}.yaml")  # architecture only: random init, nothing downloaded
-    t0 = time.perf_counter()
-    model.train(data=str(root / "data.yaml"), imgsz=args.size, time=args.minutes / 60, epochs=1000,
-                batch=16, workers=0, device="cpu", pretrained=False, amp=False, plots=False, val=False,
-                project=str(out / "yolo_runs"), name="peer", exist_ok=True, verbose=False, seed=0)
-    train_s = time.perf_counter() - t0
-    trainer = model.trainer
-    weights = Path(trainer.last)
+    weights = out / "yolo_runs" / "peer" / "weights" / "last.pt"
+    if not args.rescore:
+        model = YOLO(f"{args.peer}.yaml")  # architecture only: random init, nothing downloaded
+        t0 = time.perf_counter()
+        model.train(data=str(root / "data.yaml"), imgsz=args.size, time=args.minutes / 60, epochs=1000,
+                    batch=16, workers=0, device="cpu", pretrained=False, amp=False, plots=False, val=False,
+                    project=str(out / "yolo_runs"), name="peer", exist_ok=True, verbose=False, seed=0)
+        train_s = time.perf_counter() - t0
+        trainer = model.trainer
+        weights = Path(trainer.last)
     peer = YOLO(str(weights))
-    reader = val_reader(val_root)
-    images = [reader.load_image(it) for it in reader.items]
-    ids = [it.meta["image_id"] for it in reader.items]
     cat_ids = [c["id"] for c in names]
 
     def predict_at(conf: float):
@@ -272,17 +320,18 @@ def run_peer(args: argparse.Namespace, train_root: Path, val_root: Path, out: Pa
             return masks, r.boxes.xyxy.numpy(), r.boxes.cls.numpy().astype(int), r.boxes.conf.numpy()
         return predict
 
-    predict = predict_at(args.conf)
-    results = []
-    for im, image_id in zip(images, ids, strict=True):
-        masks, boxes, cls, conf = predict(im)
+    def to_results(pred, image_id: int) -> list[dict]:
+        masks, boxes, cls, conf = pred
+        results = []
         for rle, b, c, s in zip(encode_masks(masks), boxes, cls, conf, strict=True):
             x1, y1, x2, y2 = (float(v) for v in b)
             results.append({"image_id": int(image_id), "category_id": int(cat_ids[c]), "segmentation": rle,
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
-    metrics = score(reader, results)
-    ips, ips_cpu = images_per_s(predict, images, args.speed_passes)
-    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
+        return results
+
+    evaluated = evaluate_side(args, predict_at, to_results, val_root)
+    if args.rescore:
+        return rescored(args, "peer", evaluated)
     epochs = int(trainer.epoch) + 1
     return {
         "name": f"ultralytics {ultralytics.__version__} {args.peer} (yaml, random init)",
@@ -290,11 +339,7 @@ def run_peer(args: argparse.Namespace, train_root: Path, val_root: Path, out: Pa
         "train_s": train_s,
         "steps": epochs * len(trainer.train_loader),
         "images_seen": epochs * len(trainer.train_loader) * 16,
-        "images_per_s": ips,
-        "images_per_s_deploy": ips_deploy,
-        "images_per_cpu_s": ips_cpu,
-        "images_per_cpu_s_deploy": ips_deploy_cpu,
-        "metrics": metrics,
+        **evaluated,
     }
 
 
@@ -320,10 +365,23 @@ ROWS = [
 ]
 
 
+# The same weights on the --second-val set (shown when every side has it).
+SECOND_ROWS = [
+    ("second held-out set: mask AP", lambda r: r["metrics_second"]["mask_ap"], "{:.3f}", "max"),
+    ("  box AP", lambda r: r["metrics_second"]["box_ap"], "{:.3f}", "max"),
+    ("  predictions (score >= 0.5)", lambda r: r["metrics_second"]["pred_instances"], "{}", None),
+    ("  under-segmenting predictions", lambda r: r["metrics_second"]["under_instances"], "{}", "min"),
+    ("  over-segmented objects", lambda r: r["metrics_second"]["over_instances"], "{}", "min"),
+]
+
+
 def table(sides: dict) -> str:
     keys = list(sides)
     lines = ["| | " + " | ".join(sides[k]["name"] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for label, get, fmt, _ in ROWS:
+    speed = next(i for i, row in enumerate(ROWS) if row[0].startswith("CPU"))
+    both = all("metrics_second" in v for v in sides.values())
+    rows = ROWS[:speed] + (SECOND_ROWS if both else []) + ROWS[speed:]
+    for label, get, fmt, _ in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(get(sides[k])) for k in keys) + " |")
     return "\n".join(lines)
 
@@ -342,6 +400,13 @@ def verdict(sides: dict) -> list[str]:
         ("under-segmenting predictions", dm["under_instances"], pm["under_instances"], False),
         ("over-segmented objects", dm["over_instances"], pm["over_instances"], False),
     ]
+    if "metrics_second" in d and "metrics_second" in p:
+        d2, p2 = d["metrics_second"], p["metrics_second"]
+        checks += [
+            ("second set: mask AP", d2["mask_ap"], p2["mask_ap"], True),
+            ("second set: under-segmenting predictions", d2["under_instances"], p2["under_instances"], False),
+            ("second set: over-segmented objects", d2["over_instances"], p2["over_instances"], False),
+        ]
     for name, a, b, larger in checks:
         ok = a >= b if larger else a <= b
         out.append(f"{name}: drivelab {a:.4g} vs peer {b:.4g}: {'met' if ok else 'MISSED'}"
@@ -365,8 +430,15 @@ def main() -> None:
     ap.add_argument("--out", "-o", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--side-json", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--second-val", type=int, default=256,
+                    help="totes in a second, larger held-out set of another seed (0: none)")
+    ap.add_argument("--second-seed", type=int, default=3, help="seed of the second held-out set")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the weights an earlier run kept in --out again (no training)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    if args.rescore and not args.out:
+        ap.error("--rescore needs --out: the folder of the run whose weights are scored again")
     out = args.out or Path(tempfile.mkdtemp(prefix="instance_synth_"))
     train_root, val_root = make_sets(out, args.train, args.val, args.size)
 
@@ -393,7 +465,10 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--which", side, "--side-json", str(side_json), "--out", str(out),
                "--minutes", str(args.minutes), "--train", str(args.train), "--val", str(args.val),
                "--size", str(args.size), "--threads", str(args.threads), "--conf", str(args.conf),
-               "--speed-passes", str(args.speed_passes), "--preset", args.preset, "--peer", args.peer]
+               "--speed-passes", str(args.speed_passes), "--preset", args.preset, "--peer", args.peer,
+               "--second-val", str(args.second_val), "--second-seed", str(args.second_seed)]
+        if args.rescore:
+            cmd.append("--rescore")
         if args.override:
             cmd += ["--override", *args.override]
         if args.no_progress:

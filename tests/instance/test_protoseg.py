@@ -53,6 +53,20 @@ def test_masks_are_zero_outside_their_box():
         assert mask[outside].max() == 0 if outside.any() else True
 
 
+@pytest.mark.parametrize("margin", [0.0, 2.0])
+def test_a_prediction_is_cropped_to_its_box_grown_by_paste_margin(margin):
+    # Training's crop_margin pads the loss region; paste_margin alone decides the prediction's crop.
+    model = tiny(paste_margin=margin, crop_margin=2.0).eval()
+    torch.manual_seed(1)
+    proto = torch.randn(model.protos, 32, 32).abs()  # positive: every uncropped pixel is > 0.5
+    coef = torch.ones(1, model.protos)
+    box = torch.tensor([[20.0, 16.0, 40.0, 30.0]])
+    masks = model.paste_masks(coef, proto, box, (64, 64), (64, 64))[0]
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    inside = (xs >= 20 - margin) & (xs <= 40 + margin) & (ys >= 16 - margin) & (ys <= 30 + margin)
+    assert (masks[~inside] == 0).all() and (masks[inside] > 0.5).all()
+
+
 def test_train_mode_returns_finite_losses_that_reach_every_parameter(tote_sets):
     train, _ = tote_sets
     reader = open_dataset(train).subset(split="train")

@@ -61,6 +61,7 @@ class ProtoSeg(nn.Module):
         proto_stride: int = 2,
         topk: int = 10,
         crop_margin: float = 2.0,
+        paste_margin: float = 0.0,
         head_conv: str = "dw",
         assign_inside: str = "box",
         mask_boxes: bool = True,
@@ -90,6 +91,11 @@ class ProtoSeg(nn.Module):
         self.head_stride, self.proto_stride = int(head_stride), int(proto_stride)
         self.min_size, self.max_size = int(min_size), int(max_size)
         self.protos, self.topk, self.crop_margin = int(protos), int(topk), float(crop_margin)
+        # Training pads the mask loss's crop so the mask learns the background just past the
+        # box; a prediction is cropped to the box itself. On the totes-synth training set the
+        # padded crop (2 px) let masks bleed onto small neighbours: 18 predictions swallowed
+        # two objects against 13 at 0 px, and mask AP was 0.611 against 0.622.
+        self.paste_margin = float(paste_margin)
         self.loss_weights = {"cls": 1.0, "box": 2.0, "mask": 2.0, **(loss_weights or {})}
         self.detections_per_img, self.score_thresh = int(detections_per_img), float(score_thresh)
         self.nms_thresh, self.pre_nms_top_n = float(nms_thresh), int(pre_nms_top_n)
@@ -314,7 +320,7 @@ class ProtoSeg(nn.Module):
         self, coef: Tensor, proto: Tensor, boxes: Tensor, scaled: tuple[int, int], size: tuple[int, int]
     ) -> Tensor:
         """(N, K) coefficients -> (N, H, W) probabilities at the input size, zero outside each box
-        (grown by ``crop_margin``).
+        (grown by ``paste_margin`` input pixels at the working scale).
 
         Bilinear upsampling is linear, so with more masks than prototypes the K prototypes are
         upsampled once and combined at full size (one matrix product instead of upsampling N
@@ -337,7 +343,7 @@ class ProtoSeg(nn.Module):
             masks = (coef @ up.reshape(k, -1)).reshape(-1, h, w).sigmoid_()
         sx, sy = w / scaled[1], h / scaled[0]
         b = boxes * boxes.new_tensor([sx, sy, sx, sy])
-        mx, my = self.crop_margin * sx, self.crop_margin * sy
+        mx, my = self.paste_margin * sx, self.paste_margin * sy
         xs = torch.arange(w, device=b.device, dtype=b.dtype) + 0.5
         ys = torch.arange(h, device=b.device, dtype=b.dtype) + 0.5
         in_x = (xs[None] >= b[:, 0:1] - mx) & (xs[None] <= b[:, 2:3] + mx)
