@@ -40,6 +40,25 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """A weights file -> (its tensors by name, ``module.`` stripped; the drivelab checkpoint it came
+    from, or None). Takes a drivelab checkpoint, a ``{"state_dict": ...}`` wrapper or a bare state
+    dict; what to do with names and shapes is the caller's (semantic and instance models differ)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
+    ckpt = obj if is_checkpoint(obj) else None
+    if ckpt is not None:
+        obj = ckpt["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise DrivelabError("weights file holds no state dict", path)
+    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return state, ckpt
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, model_spec: dict, schema: ClassSchema,
                     task: str = DEFAULT_TASK, config: dict | None = None, **state: Any) -> None:
     """Write a checkpoint atomically (see the module docstring for the layout)."""

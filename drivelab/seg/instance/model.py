@@ -228,20 +228,10 @@ def load_local_weights(model: nn.Module, path: Path) -> int:
 
     Tensors whose shape differs (e.g. a COCO head with 91 classes) are skipped, so a COCO
     Mask R-CNN fine-tunes onto tote classes."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
-    from drivelab.seg.checkpoint import is_checkpoint
+    from drivelab.seg.checkpoint import read_state_dict
 
-    if is_checkpoint(obj):
-        obj = obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise DrivelabError("weights file holds no state dict", path)
+    state, _ = read_state_dict(path)
     own = model.state_dict()
-    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     best: dict = {}
     # Whole model; ImageNet ResNet (body only); ImageNet MobileNet (``features.N`` inside body);
     # a timm classifier under ProtoSeg's features-only ``backbone``.

@@ -19,7 +19,6 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from drivelab.errors import DrivelabError
@@ -99,23 +98,14 @@ def load_weights(model: nn.Module, path: Path, num_classes: int) -> None:
     """Load a state dict of the whole model, of its encoder, or a drivelab checkpoint's weights.
 
     A class-count mismatch in the head is an error (it would silently train a wrong head)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise DrivelabError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
-    from drivelab.seg.checkpoint import is_checkpoint
+    from drivelab.seg.checkpoint import read_state_dict
 
-    if is_checkpoint(obj):
-        ck_classes = (obj.get("model_spec") or {}).get("num_classes")
+    state, ckpt = read_state_dict(path)
+    if ckpt is not None:
+        ck_classes = (ckpt.get("model_spec") or {}).get("num_classes")
         if ck_classes is not None and int(ck_classes) != num_classes:
             raise DrivelabError(f"class count mismatch: the checkpoint predicts {ck_classes} classes, the "
                                 f"config's dataset/classes have {num_classes}", path)
-        obj = obj["model"]
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise DrivelabError("weights file holds no state dict", path)
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
     own = model.state_dict()
     candidates = [("", state), ("net.", state), ("net.encoder.", state)]
     for prefix, sd in candidates:
