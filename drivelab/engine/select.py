@@ -94,14 +94,16 @@ def cluster_round_robin(
     seed: int = 0,
     shortlist: int = 10,
     fit_rows: int = 20000,
+    max_k: int = 256,
 ) -> np.ndarray:
-    """Pick ``budget`` of ``candidates`` (indices into ``x``): k-means (k = budget, at least 2) on
+    """Pick ``budget`` of ``candidates`` (indices into ``x``): k-means (k = budget, 2..``max_k``) on
     ``rows`` (the pool: candidates and labelled), the ``shortlist`` x budget candidates with the
     highest ``doubt`` (per candidate), then clusters in order of how few shortlisted members they
     have, one pick per cluster per turn, each the cluster's most doubtful member left.
 
     k-means is fitted on at most ``fit_rows`` rows sampled from the pool (seeded) and assigns the
-    shortlist only, so a 1M-row pool costs one small fit and one (shortlist, k) distance matrix."""
+    shortlist only, so a 1M-row pool costs one small fit and one (shortlist, k) distance matrix;
+    a budget above ``max_k`` takes several turns per cluster instead of more clusters."""
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
@@ -109,7 +111,7 @@ def cluster_round_robin(
     # Random tie-break so equal scores do not favour the table order.
     order = np.lexsort((rng.random(len(candidates)), -doubt))[: min(len(candidates), shortlist * budget)]
     fit = rows if len(rows) <= fit_rows else rng.choice(rows, fit_rows, replace=False)
-    k = int(min(len(fit), max(2, budget)))
+    k = int(min(len(fit), max_k, max(2, budget)))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x[fit])
     cluster = km.predict(x[candidates[order]])
     groups = [order[cluster == c].tolist() for c in range(k)]  # each most doubtful first
