@@ -77,6 +77,11 @@ def test_clusters_gives_a_rare_well_separated_group_its_turn():
     assert len(set(picks)) == 8 and set(picks) <= set(cand)
     assert (picks >= 200).sum() >= 1
     assert int(cand[np.argmax(entropy[cand])]) in picks  # the most doubtful image's cluster has a turn
+    # A budget above the cluster cap takes several turns per cluster: still distinct picks.
+    from drivelab.engine.select import cluster_round_robin
+
+    many = cluster_round_robin(x, cand, np.arange(220), 30, entropy[cand], max_k=3)
+    assert len(set(many)) == 30 and set(many) <= set(cand)
     # Margin stands in when there is no entropy; neither is an error naming the strategy.
     margin = 1 - entropy
     by_margin = select_indices("clusters", 8, cand, features=x, labelled=labelled, margin=margin, seed=0)
