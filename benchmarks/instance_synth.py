@@ -115,19 +115,19 @@ def evaluate_side(args: argparse.Namespace, predict_at, to_results, val_root: Pa
     """Both sides the same way: COCO results from ``predict_at(args.conf)`` on the held-out totes
     (and on the ``--second-val`` set when there is one), scored by ``score``; then the speed rows
     on the held-out totes. ``to_results(prediction, image_id)`` -> COCO result dicts."""
-    sets = {"metrics": val_root, "metrics_second": second_set(args.out, args.second_val, args.second_seed,
-                                                              args.size)}
-    found: dict = {}
-    for key, root in sets.items():
-        if root is None:
-            continue
-        reader = val_reader(root)
+    def scored(reader, images: list[np.ndarray]) -> dict:
         predict, results = predict_at(args.conf), []
-        for it in reader.items:
-            results += to_results(predict(reader.load_image(it)), it.meta["image_id"])
-        found[key] = score(reader, results)
+        for im, it in zip(images, reader.items, strict=True):
+            results += to_results(predict(im), it.meta["image_id"])
+        return score(reader, results)
+
     reader = val_reader(val_root)
-    images = [reader.load_image(it) for it in reader.items]
+    images = [reader.load_image(it) for it in reader.items]  # scored, then timed
+    found = {"metrics": scored(reader, images)}
+    second = second_set(args.out, args.second_val, args.second_seed, args.size)
+    if second is not None:
+        reader = val_reader(second)
+        found["metrics_second"] = scored(reader, [reader.load_image(it) for it in reader.items])
     ips, ips_cpu = images_per_s(predict_at(args.conf), images, args.speed_passes)
     ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
     return {

@@ -37,6 +37,25 @@ def rank01(v: np.ndarray) -> np.ndarray:
     return (order + 1) / max(1, len(v))
 
 
+def doubtful_first(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``key`` from the highest down, non-finite values last; ties are broken at
+    random so equal scores do not favour the table order."""
+    key = np.where(np.isfinite(key), key, -np.inf)
+    return np.lexsort((rng.random(len(key)), -key))
+
+
+def doubt_of(
+    candidates: np.ndarray, entropy: np.ndarray | None, margin: np.ndarray | None
+) -> np.ndarray | None:
+    """How unsure the model is about each candidate: its entropy when the table has entropies for
+    the pool, else its negated margin; None when neither column has a value."""
+    if entropy is not None and np.isfinite(entropy[candidates]).any():
+        return entropy[candidates]
+    if margin is not None and np.isfinite(margin[candidates]).any():
+        return -margin[candidates]
+    return None
+
+
 def kcenter_greedy(
     x: np.ndarray,
     labelled: np.ndarray,
@@ -107,9 +126,7 @@ def cluster_round_robin(
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
-    doubt = np.where(np.isfinite(doubt), doubt, -np.inf)
-    # Random tie-break so equal scores do not favour the table order.
-    order = np.lexsort((rng.random(len(candidates)), -doubt))[: min(len(candidates), shortlist * budget)]
+    order = doubtful_first(doubt, rng)[: min(len(candidates), shortlist * budget)]
     fit = rows if len(rows) <= fit_rows else rng.choice(rows, fit_rows, replace=False)
     k = int(min(len(fit), max_k, max(2, budget)))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x[fit])
@@ -171,10 +188,7 @@ def select_indices(
         if values is None or not np.isfinite(values[candidates]).any():
             raise DrivelabError(f"strategy {strategy!r} needs a '{strategy}' column with values for the pool")
         key = values[candidates] if strategy == "entropy" else -values[candidates]
-        key = np.where(np.isfinite(key), key, -np.inf)
-        # Random tie-break so equal scores do not favour the table order.
-        order = np.lexsort((rng.random(len(candidates)), -key))
-        return candidates[order[:budget]]
+        return candidates[doubtful_first(key, rng)[:budget]]
     if features is None:
         raise DrivelabError(f"strategy {strategy!r} needs features")
     from drivelab.engine.project import prepare
@@ -187,11 +201,8 @@ def select_indices(
     if strategy == "kcenter":
         return kcenter_greedy(x, labelled, candidates, budget, seed=seed)
     if strategy == "clusters":
-        if entropy is not None and np.isfinite(entropy[candidates]).any():
-            doubt = entropy[candidates]
-        elif margin is not None and np.isfinite(margin[candidates]).any():
-            doubt = -margin[candidates]
-        else:
+        doubt = doubt_of(candidates, entropy, margin)
+        if doubt is None:
             raise DrivelabError("strategy 'clusters' needs an 'entropy' or 'margin' column")
         return cluster_round_robin(x, candidates, rows, budget, doubt, seed=seed)
     weight = uncertainty_weight(x, candidates, labelled, entropy, margin, loss)
@@ -208,10 +219,9 @@ def uncertainty_weight(
 ) -> np.ndarray:
     """Per-candidate weight in (0, 1]: how uncertain / how likely to be high-loss it is."""
     parts = []
-    if entropy is not None and np.isfinite(entropy[candidates]).any():
-        parts.append(rank01(entropy[candidates]))
-    elif margin is not None and np.isfinite(margin[candidates]).any():
-        parts.append(rank01(-margin[candidates]))
+    doubt = doubt_of(candidates, entropy, margin)
+    if doubt is not None:
+        parts.append(rank01(doubt))
     if loss is not None and len(labelled):
         known = labelled[np.isfinite(loss[labelled])]
         if len(known):

@@ -192,8 +192,7 @@ def train(
         # The flag is decided here, once: a model never shown its own frames gets no flag, so
         # ``imagine`` cannot feed it an embedding that was never trained.
         cfg = replace(cfg, rollout=False)
-    rollout = cfg.rollout
-    if rollout and cfg.frames != 1:
+    if cfg.rollout and cfg.frames != 1:
         raise DrivelabError("training on the model's own previous frames needs 1-frame windows "
                             "(--frames 1, or --rollout-share 0)")
     model = GPT(cfg).to(device)
@@ -213,7 +212,7 @@ def train(
         idx = torch.randint(len(data), (tc.batch_size,), generator=gen)
         frames, c = data.batch(idx.tolist())
         flags = torch.zeros(len(idx), dtype=torch.bool)
-        if rollout:
+        if cfg.rollout:
             c, flags = own_previous_frames(model, data, idx.tolist(), c, tc.rollout_share, gen)
         if c is not None and tc.cond_drop:
             c = c.masked_fill(torch.rand(c.shape, generator=gen) < tc.cond_drop, PAD)
