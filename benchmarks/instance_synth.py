@@ -18,7 +18,10 @@ installed (AGPL: never a drivelab dependency), offline: network calls raise in i
 Inference speed is end to end from a uint8 image to thresholded masks, boxes and scores, one
 image per call, the best of ``--speed-passes`` passes over the held-out totes: once at the
 settings the AP was measured with (score >= ``--conf``, at most 100 detections) and once at a
-deployment threshold (score >= 0.25, ultralytics' predict default).
+deployment threshold (score >= 0.25, ultralytics' predict default). Both sides are timed in
+PyTorch and in onnxruntime: drivelab's ``backend onnxruntime`` (its network exported and
+checked on the fly) and the peer's own ``export(format="onnx")`` run by its ONNX predictor,
+each with one intra-op thread per ``--threads``; the onnxruntime pass's mask AP is scored too.
 
     python benchmarks/instance_synth.py [--minutes 8] [--train 256] [--val 32] [--size 128]
         [--threads 1] [--peer yolo11n-seg] [--which both|drivelab|peer] [--out DIR] [--json PATH]
@@ -112,31 +115,34 @@ def images_per_s(predict, images: list[np.ndarray], passes: int) -> tuple[float,
 
 
 def evaluate_side(args: argparse.Namespace, predict_at, to_results, val_root: Path) -> dict:
-    """Both sides the same way: COCO results from ``predict_at(args.conf)`` on the held-out totes
-    (and on the ``--second-val`` set when there is one), scored by ``score``; then the speed rows
-    on the held-out totes. ``to_results(prediction, image_id)`` -> COCO result dicts."""
-    def scored(reader, images: list[np.ndarray]) -> dict:
-        predict, results = predict_at(args.conf), []
+    """Both sides the same way: COCO results from ``predict_at(args.conf, "torch")`` on the
+    held-out totes (and on the ``--second-val`` set when there is one), scored by ``score``; then
+    the speed rows on the held-out totes, in PyTorch and in onnxruntime (each side's own ONNX
+    export, one intra-op thread), whose mask AP is scored too. ``predict_at(conf, runtime)`` ->
+    ``predict(image)``; ``to_results(prediction, image_id)`` -> COCO result dicts."""
+    def scored(reader, images: list[np.ndarray], runtime: str = "torch") -> dict:
+        predict, results = predict_at(args.conf, runtime), []
         for im, it in zip(images, reader.items, strict=True):
             results += to_results(predict(im), it.meta["image_id"])
         return score(reader, results)
 
     reader = val_reader(val_root)
     images = [reader.load_image(it) for it in reader.items]  # scored, then timed
-    found = {"metrics": scored(reader, images)}
+    found = {"metrics": scored(reader, images), "metrics_ort": scored(reader, images, "onnxruntime")}
     second = second_set(args.out, args.second_val, args.second_seed, args.size)
     if second is not None:
-        reader = val_reader(second)
-        found["metrics_second"] = scored(reader, [reader.load_image(it) for it in reader.items])
-    ips, ips_cpu = images_per_s(predict_at(args.conf), images, args.speed_passes)
-    ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF), images, args.speed_passes)
-    return {
-        **found,
-        "images_per_s": ips,
-        "images_per_s_deploy": ips_deploy,
-        "images_per_cpu_s": ips_cpu,
-        "images_per_cpu_s_deploy": ips_deploy_cpu,
-    }
+        reader2 = val_reader(second)
+        found["metrics_second"] = scored(reader2, [reader2.load_image(it) for it in reader2.items])
+    for runtime, tag in (("torch", ""), ("onnxruntime", "_ort")):
+        ips, ips_cpu = images_per_s(predict_at(args.conf, runtime), images, args.speed_passes)
+        ips_deploy, ips_deploy_cpu = images_per_s(predict_at(SPEED_CONF, runtime), images, args.speed_passes)
+        found |= {
+            f"images_per_s{tag}": ips,
+            f"images_per_s{tag}_deploy": ips_deploy,
+            f"images_per_cpu_s{tag}": ips_cpu,
+            f"images_per_cpu_s{tag}_deploy": ips_deploy_cpu,
+        }
+    return found
 
 
 def rescored(args: argparse.Namespace, side: str, evaluated: dict) -> dict:
@@ -203,8 +209,8 @@ def run_drivelab(args: argparse.Namespace, train_root: Path, val_root: Path, out
 
     model, schema, ckpt = load_instance_model(run / "last.pt")
 
-    def predict_at(conf: float):
-        model.score_thresh = conf
+    def predict_at(conf: float, runtime: str):
+        model.score_thresh, model.backend = conf, runtime
         return lambda im: predict_images(model, [im])[0]
 
     def to_results(pred, image_id: int) -> list[dict]:
@@ -309,10 +315,30 @@ def run_peer(args: argparse.Namespace, train_root: Path, val_root: Path, out: Pa
     peer = YOLO(str(weights))
     cat_ids = [c["id"] for c in names]
 
-    def predict_at(conf: float):
+    onnx_peer = []  # the peer's own ONNX export, made the first time it is asked for
+
+    def onnx_model():
+        if not onnx_peer:
+            import onnxruntime as ort
+
+            path = peer.export(format="onnx", imgsz=args.size, simplify=False, dynamic=False, device="cpu")
+            m = YOLO(path, task="segment")
+            blank = np.zeros((args.size, args.size, 3), np.uint8)
+            m.predict(blank, imgsz=args.size, device="cpu", verbose=False)  # builds its predictor
+            # ultralytics' session uses every core; give it the thread count drivelab's gets
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
+            cpu = ["CPUExecutionProvider"]
+            m.predictor.model.backend.session = ort.InferenceSession(path, so, providers=cpu)
+            onnx_peer.append(m)
+        return onnx_peer[0]
+
+    def predict_at(conf: float, runtime: str):
+        model = peer if runtime == "torch" else onnx_model()
+
         def predict(im: np.ndarray):
-            r = peer.predict(im[..., ::-1], imgsz=args.size, conf=conf, iou=0.7, max_det=100,
-                             retina_masks=True, device="cpu", verbose=False)[0]
+            r = model.predict(im[..., ::-1], imgsz=args.size, conf=conf, iou=0.7, max_det=100,
+                              retina_masks=True, device="cpu", verbose=False)[0]
             if r.masks is None:
                 masks = np.zeros((0, *im.shape[:2]), bool)
             else:
@@ -354,11 +380,15 @@ ROWS = [
     ("  in images", lambda r: r["metrics"]["under_images"], "{}", "min"),
     ("over-segmented objects", lambda r: r["metrics"]["over_instances"], "{}", "min"),
     ("  in images", lambda r: r["metrics"]["over_images"], "{}", "min"),
-    ("CPU images/s (AP settings)", lambda r: r["images_per_s"], "{:.1f}", "max"),
-    (f"CPU images/s (score >= {SPEED_CONF})", lambda r: r["images_per_s_deploy"], "{:.1f}", "max"),
-    ("images per CPU second (AP settings)", lambda r: r["images_per_cpu_s"], "{:.1f}", "max"),
-    (f"images per CPU second (score >= {SPEED_CONF})", lambda r: r["images_per_cpu_s_deploy"], "{:.1f}",
+    ("CPU images/s, PyTorch (AP settings)", lambda r: r["images_per_s"], "{:.1f}", "max"),
+    (f"CPU images/s, PyTorch (score >= {SPEED_CONF})", lambda r: r["images_per_s_deploy"], "{:.1f}", "max"),
+    ("images per CPU second, PyTorch (AP settings)", lambda r: r["images_per_cpu_s"], "{:.1f}", "max"),
+    (f"images per CPU second, PyTorch (score >= {SPEED_CONF})", lambda r: r["images_per_cpu_s_deploy"],
+     "{:.1f}", "max"),
+    ("CPU images/s, onnxruntime (AP settings)", lambda r: r["images_per_s_ort"], "{:.1f}", "max"),
+    (f"CPU images/s, onnxruntime (score >= {SPEED_CONF})", lambda r: r["images_per_s_ort_deploy"], "{:.1f}",
      "max"),
+    ("  onnxruntime: mask AP", lambda r: r["metrics_ort"]["mask_ap"], "{:.3f}", "max"),
     ("parameters", lambda r: r["params"] / 1e6, "{:.2f}M", None),
     ("training minutes", lambda r: r["train_s"] / 60, "{:.1f}", None),
     ("training images seen", lambda r: r["images_seen"], "{}", None),
@@ -394,9 +424,14 @@ def verdict(sides: dict) -> list[str]:
     out = []
     checks = [
         ("mask AP", dm["mask_ap"], pm["mask_ap"], True),
-        ("CPU images/s (AP settings)", d["images_per_s"], p["images_per_s"], True),
-        (f"CPU images/s (score >= {SPEED_CONF})", d["images_per_s_deploy"], p["images_per_s_deploy"], True),
-        ("images per CPU second (AP settings)", d["images_per_cpu_s"], p["images_per_cpu_s"], True),
+        ("CPU images/s, PyTorch (AP settings)", d["images_per_s"], p["images_per_s"], True),
+        (f"CPU images/s, PyTorch (score >= {SPEED_CONF})", d["images_per_s_deploy"], p["images_per_s_deploy"],
+         True),
+        ("images per CPU second, PyTorch (AP settings)", d["images_per_cpu_s"], p["images_per_cpu_s"], True),
+        ("CPU images/s, onnxruntime (AP settings)", d["images_per_s_ort"], p["images_per_s_ort"], True),
+        (f"CPU images/s, onnxruntime (score >= {SPEED_CONF})", d["images_per_s_ort_deploy"],
+         p["images_per_s_ort_deploy"], True),
+        ("onnxruntime: mask AP", d["metrics_ort"]["mask_ap"], p["metrics_ort"]["mask_ap"], True),
         ("under-segmenting predictions", dm["under_instances"], pm["under_instances"], False),
         ("over-segmented objects", dm["over_instances"], pm["over_instances"], False),
     ]

@@ -60,9 +60,10 @@ def described_schema(meta: dict[str, str]) -> ClassSchema | None:
     return ClassSchema.from_dict(json.loads(meta[META_SCHEMA])) if META_SCHEMA in meta else None
 
 
-def session(path: str | Path, device: str = "cpu", threads: int | None = None) -> Any:
+def session(path: str | Path | bytes, device: str = "cpu", threads: int | None = None) -> Any:
     """An onnxruntime session tuned for this machine: all graph optimisations, intra-op threads
-    = torch's thread count (2 on CI), sequential execution (no inter-op oversubscription)."""
+    = torch's thread count (2 on CI), sequential execution (no inter-op oversubscription).
+    ``path`` may also be a serialized model (bytes)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -78,9 +79,10 @@ def session(path: str | Path, device: str = "cpu", threads: int | None = None) -
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(str(path), so, providers=providers)
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=providers)
     except Exception as e:
-        raise DrivelabError(f"onnxruntime cannot load the model ({e})", path) from None
+        raise DrivelabError(f"onnxruntime cannot load the model ({e})",
+                            None if isinstance(path, bytes) else path) from None
 
 
 # --------------------------------------------------------------------------- export
@@ -102,7 +104,9 @@ class ExportResult:
                 f"{self.num_classes} classes): {check}")
 
 
-def _to_proto(model: torch.nn.Module, x: torch.Tensor, opset: int, dynamo: bool) -> Any:
+def _to_proto(model: torch.nn.Module, x: torch.Tensor, opset: int, dynamo: bool,
+              outputs: tuple[str, ...] = ("logits",)) -> Any:
+    """``model(x)`` as an ONNX graph with input "image" and ``outputs``, batch dimension dynamic."""
     import onnx
 
     with warnings.catch_warnings():
@@ -110,13 +114,13 @@ def _to_proto(model: torch.nn.Module, x: torch.Tensor, opset: int, dynamo: bool)
         # (the dynamo exporter takes ~10 s); both give the same graph numerically.
         warnings.simplefilter("ignore")
         if dynamo:
-            program = torch.onnx.export(model, (x,), input_names=["image"], output_names=["logits"],
+            program = torch.onnx.export(model, (x,), input_names=["image"], output_names=list(outputs),
                                         dynamic_shapes=({0: torch.export.Dim("batch")},),
                                         dynamo=True, opset_version=max(opset, 18), verbose=False)
             return program.model_proto
         buf = io.BytesIO()
-        torch.onnx.export(model, (x,), buf, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        torch.onnx.export(model, (x,), buf, input_names=["image"], output_names=list(outputs),
+                          dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
         return onnx.load_from_string(buf.getvalue())
 

@@ -309,3 +309,54 @@ def test_predictions_and_embedding_from_one_backbone_pass(name):
     assert feats.shape == (2, alone.shape[1]) and torch.allclose(feats, alone)
     for a, b in zip(out, want, strict=True):
         assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def test_onnxruntime_backend_predicts_what_torch_predicts():
+    """The network alone moves to onnxruntime: the same boxes, scores and masks for images of
+    any size (all scaled into one 64 px graph), and new weights reach it (its sessions follow
+    the folded copy)."""
+    model = tiny(score_thresh=0.0, detections_per_img=20).eval()
+    torch.manual_seed(3)
+    images = [torch.rand(3, 64, 64), torch.rand(3, 50, 90), torch.rand(3, 130, 70)]
+    with torch.no_grad():  # untrained scores all sit at the prior: spread them so no two tie
+        model.cls_out.weight.mul_(50.0)
+
+    def both() -> tuple[list[dict], list[dict]]:
+        with torch.no_grad():
+            model.backend = "torch"
+            want = model(images)
+            model.backend = "onnxruntime"
+            got = model(images)
+        return want, got
+
+    def check(want: list[dict], got: list[dict]) -> None:
+        for w, g in zip(want, got, strict=True):
+            assert torch.equal(w["labels"], g["labels"])
+            for k in ("boxes", "scores", "masks"):
+                assert torch.allclose(w[k], g[k], atol=1e-4), k
+
+    want, got = both()
+    check(want, got)
+    assert list(model.network().sessions) == [(64, 64)]
+    before = want[0]["scores"]
+    with torch.no_grad():  # new weights reach both backends
+        model.cls_out.bias.add_(torch.linspace(-2, 2, model.nc))
+        model.box_out.weight.mul_(3.0)
+    want, got = both()
+    check(want, got)
+    assert not torch.allclose(before, want[0]["scores"])
+    assert len(model.network().sessions) == 1
+
+
+def test_unknown_or_unsupported_backends_are_one_line_errors():
+    from drivelab.seg.instance.runtime import check_backend
+
+    with pytest.raises(DrivelabError, match="unknown backend 'tensorrt'"):
+        check_backend("tensorrt")
+    maskrcnn = build_instance_model(**model_spec(3, None, (64, 64), name="maskrcnn"))
+    with pytest.raises(DrivelabError, match="runs ProtoSeg instance models"):
+        check_backend("onnxruntime", maskrcnn)
+    model = tiny().eval()
+    model.backend = "tvm"
+    with pytest.raises(DrivelabError, match="unknown backend 'tvm'"):
+        model([torch.rand(3, 64, 64)])

@@ -56,6 +56,28 @@ def test_predict_writes_overlays_masks_and_coco_results(trained_run, tote_sets, 
         assert r["score"] >= 0.5
 
 
+def test_predict_with_the_onnxruntime_backend_writes_the_same_results(trained_run, tote_sets, tmp_path):
+    _, val = tote_sets
+    _, _, images = one_split(val)
+    found = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        res = CliRunner().invoke(app, ["predict", str(trained_run), str(images), "-o", str(out),
+                                       "--backend", backend, "--score-thresh", "0.001", "--no-progress"])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        found[backend] = json.loads((out / "results.json").read_text())
+    # a two-step model's scores nearly tie, so NMS may order equal ones either way: compare
+    # each image's scores as a sorted list (tests/instance/test_protoseg.py compares one to one)
+    def scores(results: list[dict]) -> dict[int, np.ndarray]:
+        ids = sorted({r["image_id"] for r in results})
+        return {i: np.sort([r["score"] for r in results if r["image_id"] == i]) for i in ids}
+
+    want, got = scores(found["torch"]), scores(found["onnxruntime"])
+    assert list(want) == list(got) and len(want) > 0
+    for i in want:
+        assert np.allclose(want[i], got[i], atol=1e-4)
+
+
 def test_predict_overlay_gives_each_instance_its_colour():
     from drivelab.seg.instance.infer import Prediction
     from drivelab.seg.instance.predict import id_map, instance_overlay

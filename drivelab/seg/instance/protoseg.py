@@ -100,6 +100,8 @@ class ProtoSeg(nn.Module):
         self.detections_per_img, self.score_thresh = int(detections_per_img), float(score_thresh)
         self.nms_thresh, self.pre_nms_top_n = float(nms_thresh), int(pre_nms_top_n)
         self.mask_boxes = bool(mask_boxes)
+        # what runs the network in predict (``runtime.BACKENDS``); a setting, not part of the weights
+        self.backend = "torch"
         c = int(channels)
         if head_conv not in ("dw", "full"):
             raise DrivelabError(f"head_conv must be 'dw' or 'full', got {head_conv!r}")
@@ -150,10 +152,18 @@ class ProtoSeg(nn.Module):
         }
 
     def anchors(self, h: int, w: int, device: torch.device) -> Tensor:
-        """(h*w, 2) xy centres of the head's grid cells in input pixels."""
-        s = self.head_stride
-        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-        return (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * s
+        """(h*w, 2) xy centres of the head's grid cells in input pixels (kept per grid size: at
+        batch 1 building them costs a twentieth of an onnxruntime prediction)."""
+        cache = self.__dict__.setdefault("_anchors", {})
+        key = (h, w, self.head_stride, str(device))
+        if key not in cache:
+            if len(cache) >= 16:
+                cache.clear()
+            s = self.head_stride
+            ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                    indexing="ij")
+            cache[key] = (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * s
+        return cache[key]
 
     def decode_boxes(self, box: Tensor, anchors: Tensor) -> Tensor:
         """(B, 4, h, w) raw distances -> (B, h*w, 4) xyxy boxes in input pixels."""
@@ -249,8 +259,10 @@ class ProtoSeg(nn.Module):
             return cached[1]
         import copy
 
+        # the old copy and onnxruntime sessions (which cannot be copied) belong to the old weights
+        self.__dict__.pop("_inference", None)
+        self.__dict__.pop("_ort", None)
         net = copy.deepcopy(self)
-        net.__dict__.pop("_inference", None)
         net.__dict__.pop("_tensors", None)
         net.eval()
         fold_batchnorm(net)
@@ -263,6 +275,22 @@ class ProtoSeg(nn.Module):
         # __dict__, not an attribute: a Module attribute would become a submodule (and weights)
         self.__dict__["_inference"] = (key, net if ok else self)
         return self.__dict__["_inference"][1]
+
+    def network(self) -> Any:
+        """What ``predict`` runs ``raw`` on: the folded copy (``inference_net``), or with
+        ``backend`` "onnxruntime" that copy exported to onnxruntime (``runtime.OrtNetwork``,
+        rebuilt along with the copy)."""
+        net = self.inference_net()
+        if self.backend == "torch":
+            return net
+        from drivelab.seg.instance.runtime import OrtNetwork, check_backend
+
+        check_backend(self.backend)
+        cached = net.__dict__.get("_ort")
+        if cached is None:
+            device = next(net.parameters()).device
+            cached = net.__dict__["_ort"] = OrtNetwork(net, device.type)
+        return cached
 
     def input_batch(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int, int, int]]]:
         """Images (3, H, W) in [0, 1] at the training scale, padded into one batch, and each one's
@@ -284,7 +312,7 @@ class ProtoSeg(nn.Module):
         from torchvision.ops import batched_nms, clip_boxes_to_image
 
         x, sizes = self.input_batch(images)
-        out = self.inference_net().raw(x)
+        out = self.network().raw(x)
         _, _, hh, ww = out["cls"].shape
         anchors = self.anchors(hh, ww, x.device)
         scores_all = out["cls"].flatten(2).transpose(1, 2).sigmoid()
