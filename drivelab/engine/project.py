@@ -18,10 +18,13 @@ CLUSTERINGS = ("kmeans", "hdbscan")
 
 
 def prepare(
-    features: np.ndarray, dims: int = 50, seed: int = 0, rows: np.ndarray | None = None
+    features: np.ndarray, dims: int = 50, seed: int = 0, rows: np.ndarray | None = None,
+    standardise: bool = True,
 ) -> np.ndarray:
     """(N, D) features (or their ``rows``, in that order) -> (N, <=dims) standardised PCA
-    coordinates (float32). The rows must be finite.
+    coordinates (float32). The rows must be finite. ``standardise=False`` only centres them, so
+    distances keep the features' own scale (what a density estimate needs: standardising lifts
+    near-constant, noisy dimensions to the weight of the informative ones).
 
     ``features`` may be a memory-mapped matrix: it is read in row blocks into one float64 working
     copy (4 GB at 1M x 512), standardised in place, and PCA (scikit-learn; on tall matrices its
@@ -47,7 +50,8 @@ def prepare(
         var += ((x[a:b] - mean) ** 2).sum(axis=0)
     std = np.sqrt(var / n)
     x -= mean
-    x /= np.where(std > 1e-12, std, 1.0)
+    if standardise:
+        x /= np.where(std > 1e-12, std, 1.0)
     k = min(dims, d, n)
     if k < d and n > 1:
         x = PCA(n_components=k, random_state=seed, copy=False).fit_transform(x)

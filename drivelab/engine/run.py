@@ -12,7 +12,7 @@ from drivelab.engine.select import STRATEGIES, select_indices
 from drivelab.engine.table import load_table, read_name_list, write_name_list
 from drivelab.errors import DrivelabError
 
-FEATURE_STRATEGIES = ("kcenter", "combined", "clusters")
+FEATURE_STRATEGIES = ("kcenter", "combined", "clusters", "uncovered")
 
 
 def labelled_mask(table, labelled: str | Path | None) -> np.ndarray:  # noqa: ANN001 - EmbedTable

@@ -16,6 +16,13 @@
                uncertain member. A condition that forms its own cluster (night, rain, a tunnel)
                gets a turn per round like the common scenes do, while top-k uncertainty spends a
                whole batch on the scene type the model happens to doubt most
+    uncovered  dense regions no labelled image reaches, in the spirit of TypiClust and ProbCover
+               (Hacohen et al. 2022, Yehuda et al. 2022): each candidate's distance to the nearest
+               labelled image over the mean distance to its 5 nearest pool neighbours, highest
+               first. A rare condition the model is confidently wrong about (night scenes after
+               a day-heavy seed set) is invisible to uncertainty, but it forms a tight cluster far
+               from every label; an outlier is far from the labels too, but also from everything
+               else, so its ratio stays low. Needs no uncertainty column
 
 ``select_indices`` returns row indices in pick order (the first is the most wanted).
 """
@@ -26,7 +33,7 @@ import numpy as np
 
 from drivelab.errors import DrivelabError
 
-STRATEGIES = ("random", "entropy", "margin", "kcenter", "combined", "clusters")
+STRATEGIES = ("random", "entropy", "margin", "kcenter", "combined", "clusters", "uncovered")
 
 
 def rank01(v: np.ndarray) -> np.ndarray:
@@ -141,6 +148,36 @@ def cluster_round_robin(
     return candidates[np.array(picked, dtype=np.int64)]
 
 
+def uncovered_first(
+    x: np.ndarray,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    rows: np.ndarray,
+    budget: int,
+    seed: int = 0,
+    k: int = 5,
+    reference_rows: int = 20000,
+) -> np.ndarray:
+    """The ``budget`` candidates with the highest distance-to-labelled / local neighbour distance
+    (``x`` rows; the neighbours are the ``k`` nearest of ``rows``, the pool, or of at most
+    ``reference_rows`` of it sampled with ``seed``, so a 1M-image pool costs one kNN query per
+    candidate against 20k rows). No labelled image yet: the densest candidates first."""
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(seed)
+    ref = rows if len(rows) <= reference_rows else rng.choice(rows, reference_rows, replace=False)
+    kk = int(min(len(ref) - 1, k)) if len(ref) > 1 else 1
+    dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(x[ref]).kneighbors(x[candidates])
+    # a candidate that is in the reference sample finds itself at distance 0 first: drop the
+    # nearest column for all of them (for the others it is one neighbour less, the same for all)
+    radius = dist[:, 1:].mean(1) + 1e-12
+    if len(labelled):
+        gap = NearestNeighbors(n_neighbors=1).fit(x[labelled]).kneighbors(x[candidates])[0][:, 0]
+    else:
+        gap = np.ones(len(candidates))
+    return candidates[doubtful_first(gap / radius, rng)[:budget]]
+
+
 def knn_predict(
     x: np.ndarray, src: np.ndarray, values: np.ndarray, dst: np.ndarray, k: int = 5
 ) -> np.ndarray:
@@ -194,12 +231,15 @@ def select_indices(
     from drivelab.engine.project import prepare
 
     rows = np.concatenate([candidates, labelled])
-    px = prepare(features, seed=seed, rows=rows)
+    # a density ratio needs the features' own metric; the others see standardised PCA
+    px = prepare(features, seed=seed, rows=rows, standardise=strategy != "uncovered")
     x = np.zeros((len(features), px.shape[1]), np.float32)
     x[rows] = px
     del px
     if strategy == "kcenter":
         return kcenter_greedy(x, labelled, candidates, budget, seed=seed)
+    if strategy == "uncovered":
+        return uncovered_first(x, labelled, candidates, rows, budget, seed=seed)
     if strategy == "clusters":
         doubt = doubt_of(candidates, entropy, margin)
         if doubt is None:

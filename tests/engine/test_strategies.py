@@ -90,6 +90,26 @@ def test_clusters_gives_a_rare_well_separated_group_its_turn():
         select_indices("clusters", 8, cand, features=x, labelled=labelled)
 
 
+def test_uncovered_finds_a_tight_unlabelled_group_and_passes_over_outliers():
+    # A broad common scene type with labels, a tight rare group no label reaches (night), and
+    # scattered outliers farther away still: k-center goes to the outliers first, uncovered to
+    # the tight group, and once that group has labels it is covered and the next picks move on.
+    rng = np.random.default_rng(4)
+    common = rng.normal(0.0, 3.0, (300, 12))
+    rare = rng.normal(0.0, 0.3, (24, 12)) + 14.0
+    outliers = rng.normal(0.0, 1.0, (6, 12)) * 30.0 + 40.0
+    x = np.concatenate([common, rare, outliers]).astype(np.float32)
+    labelled = np.arange(0, 20)
+    cand = np.arange(20, len(x))
+    picks = select_indices("uncovered", 8, cand, features=x, labelled=labelled)
+    assert len(set(picks)) == 8 and ((picks >= 300) & (picks < 324)).all()
+    assert select_indices("kcenter", 1, cand, features=x, labelled=labelled)[0] >= 324
+    covered = np.concatenate([labelled, np.arange(300, 312)])
+    rest = np.setdiff1d(cand, covered)
+    after = select_indices("uncovered", 8, rest, features=x, labelled=covered)
+    assert ((after >= 300) & (after < 324)).sum() <= 2
+
+
 def test_random_is_seeded_and_bad_budgets_fail_clearly():
     cand = np.arange(20)
     a = select_indices("random", 5, cand, seed=3)
