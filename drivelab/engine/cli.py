@@ -62,7 +62,8 @@ def map(  # noqa: A001 - the verb's name
 def select(
     pool: Path = typer.Argument(..., help="Table of the pool from `drivelab embed`."),
     budget: int = typer.Option(..., "--budget", "-n", help="How many images to choose."),
-    strategy: str = typer.Option("combined", help="random, entropy, margin, kcenter, combined, clusters or uncovered."),
+    strategy: str = typer.Option("combined", help="random, entropy, margin, kcenter, combined, clusters "
+                                 "or uncovered."),
     out: Path = cu.out_option(Path("selected.txt"), "List file to write (one name a line)."),
     labelled: Path | None = typer.Option(None, help="List of names already labelled (default: the table's "
                                          "'labelled' column)."),
