@@ -135,7 +135,9 @@ def test_map_with_nan_features_is_explicit(embedded: Path, tmp_path: Path):
     assert names[5] not in chosen and len(chosen) == 3
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "kcenter", "combined", "clusters"])
+@pytest.mark.parametrize(
+    "strategy", ["random", "entropy", "margin", "kcenter", "combined", "clusters", "uncovered"]
+)
 def test_select_strategies_choose_unlabelled(embedded: Path, tmp_path: Path, strategy: str):
     out = tmp_path / "next.txt"
     r = invoke("select", embedded, "--budget", 4, "--strategy", strategy, "--out", out)
