@@ -166,11 +166,14 @@ def uncovered_first(
 
     rng = np.random.default_rng(seed)
     ref = rows if len(rows) <= reference_rows else rng.choice(rows, reference_rows, replace=False)
-    kk = int(min(len(ref) - 1, k)) if len(ref) > 1 else 1
-    dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(x[ref]).kneighbors(x[candidates])
-    # a candidate that is in the reference sample finds itself at distance 0 first: drop the
-    # nearest column for all of them (for the others it is one neighbour less, the same for all)
-    radius = dist[:, 1:].mean(1) + 1e-12
+    if len(ref) < 2:  # one image in the whole pool: no neighbourhood to compare with
+        radius = np.ones(len(candidates))
+    else:
+        kk = int(min(len(ref) - 1, k))
+        dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(x[ref]).kneighbors(x[candidates])
+        # a candidate that is in the reference sample finds itself at distance 0 first: drop the
+        # nearest column for all of them (for the others it is one neighbour less, the same for all)
+        radius = dist[:, 1:].mean(1) + 1e-12
     if len(labelled):
         gap = NearestNeighbors(n_neighbors=1).fit(x[labelled]).kneighbors(x[candidates])[0][:, 0]
     else:

@@ -108,6 +108,10 @@ def test_uncovered_finds_a_tight_unlabelled_group_and_passes_over_outliers():
     rest = np.setdiff1d(cand, covered)
     after = select_indices("uncovered", 8, rest, features=x, labelled=covered)
     assert ((after >= 300) & (after < 324)).sum() <= 2
+    # no label yet: the densest images first; a pool of one image is still a pick
+    first = select_indices("uncovered", 5, cand, features=x)
+    assert ((first >= 300) & (first < 324)).all()
+    assert list(select_indices("uncovered", 1, np.array([3]), features=x)) == [3]
 
 
 def test_random_is_seeded_and_bad_budgets_fail_clearly():
