@@ -346,6 +346,13 @@ def test_onnxruntime_backend_predicts_what_torch_predicts():
     check(want, got)
     assert not torch.allclose(before, want[0]["scores"])
     assert len(model.network().sessions) == 1
+    # the sessions are a cache: the model still pickles (and deep-copies) after using them
+    import pickle
+
+    again = pickle.loads(pickle.dumps(model))
+    assert "_inference" not in again.__dict__ and "_inference" in model.__dict__
+    with torch.no_grad():
+        assert torch.allclose(again(images)[0]["scores"], got[0]["scores"], atol=1e-4)
 
 
 def test_unknown_or_unsupported_backends_are_one_line_errors():

@@ -259,11 +259,8 @@ class ProtoSeg(nn.Module):
             return cached[1]
         import copy
 
-        # the old copy and onnxruntime sessions (which cannot be copied) belong to the old weights
-        self.__dict__.pop("_inference", None)
-        self.__dict__.pop("_ort", None)
-        net = copy.deepcopy(self)
-        net.__dict__.pop("_tensors", None)
+        self.__dict__.pop("_ort", None)  # sessions of the old weights (when the copy was self)
+        net = copy.deepcopy(self)  # without the caches (__getstate__)
         net.eval()
         fold_batchnorm(net)
         probe = torch.rand(1, 3, ALIGN * 2, ALIGN * 2, generator=torch.Generator().manual_seed(0))
@@ -275,6 +272,14 @@ class ProtoSeg(nn.Module):
         # __dict__, not an attribute: a Module attribute would become a submodule (and weights)
         self.__dict__["_inference"] = (key, net if ok else self)
         return self.__dict__["_inference"][1]
+
+    def __getstate__(self) -> dict:
+        # pickling and deepcopy leave the caches behind: the folded copy, its onnxruntime
+        # sessions (which cannot be pickled), the tensor list and the anchors
+        state = self.__dict__.copy()
+        for key in ("_inference", "_ort", "_tensors", "_anchors"):
+            state.pop(key, None)
+        return state
 
     def network(self) -> Any:
         """What ``predict`` runs ``raw`` on: the folded copy (``inference_net``), or with
